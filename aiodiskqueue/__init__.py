@@ -1,0 +1,33 @@
+"""A persistent FIFO queue for asyncio: `asyncio.Queue`'s API, with items that survive the process.
+
+>>> q = await Queue.create("jobs.db")  # doctest: +SKIP
+"""
+
+from .engines import DbmEngine, PickledList, SqliteEngine
+from .exceptions import (
+    AioDiskQueueError,
+    QueueClosedError,
+    QueueEmpty,
+    QueueFull,
+    QueueShutDown,
+    SerializationError,
+)
+from .queues import Queue
+from .serializers import PickleSerializer, Serializer
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AioDiskQueueError",
+    "DbmEngine",
+    "PickleSerializer",
+    "PickledList",
+    "Queue",
+    "QueueClosedError",
+    "QueueEmpty",
+    "QueueFull",
+    "QueueShutDown",
+    "SerializationError",
+    "Serializer",
+    "SqliteEngine",
+]

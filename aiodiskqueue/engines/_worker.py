@@ -1,0 +1,79 @@
+"""A thread that owns an engine's files: blocking calls go to it and results come back.
+
+Calls travel to the thread as (future, function, arguments) on a `SimpleQueue`, and results
+return to the caller's event loop with `call_soon_threadsafe`, as aiosqlite does. Only this
+thread ever touches the engine's files, so they need no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+_Call = tuple["asyncio.Future[Any] | None", Callable[..., Any], tuple[Any, ...]]
+
+
+class Worker:
+    """One daemon thread that runs blocking calls one at a time, in the order they came.
+
+    The thread is a daemon, so it never keeps the interpreter from exiting, even with a
+    call in progress or a queue left open.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: SimpleQueue[_Call | None] = SimpleQueue()
+        # The thread gets the call queue, not `self`, so an abandoned worker can be collected.
+        self._thread = threading.Thread(target=_serve, args=(self._calls,), name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, function: Callable[..., R], *args: Any) -> R:
+        """Run `function(*args)` in the thread and return its result or raise its exception.
+
+        Cancelling the caller does not stop a call that has started: it runs to its end.
+        """
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, function, args))
+        return await future
+
+    def stop(self, last: Callable[[], object] | None = None) -> None:
+        """Let the thread finish the calls it has, run `last` if given, then end."""
+        if last is not None:
+            self._calls.put((None, last, ()))
+        self._calls.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (it ends after `stop()`)."""
+        self._thread.join(timeout)
+
+
+def _serve(calls: SimpleQueue[_Call | None]) -> None:
+    while (call := calls.get()) is not None:
+        future, function, args = call
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the caller, whatever it is
+            _settle(future, None, exc)
+        else:
+            _settle(future, result, None)
+
+
+def _settle(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
+    if future is None:
+        return
+    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody to tell
+        future.get_loop().call_soon_threadsafe(_set, future, result, exc)
+
+
+def _set(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if exc is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exc)

@@ -1,0 +1,161 @@
+"""The storage engine contract: what `Queue` asks of the place its items live.
+
+An engine stores *records*: `Record(key, data)`, where `data` is an item already turned into
+bytes and `key` a positive integer that `Queue` gives it. Keys increase in the order items
+were put, so the records in key order are the queue, oldest first. `Queue` talks to an
+engine in batches: many puts and gets that wait at the same moment become one `commit()`,
+so an engine can write them in one transaction (group commit).
+
+`Queue` is an engine's only user while it is open, and calls it one call at a time: an
+engine never sees two calls at once, and never a call after `close()` began.
+
+Write an engine by subclassing `ThreadedStorageEngine` (blocking code, run in the engine's
+own thread) or, for a natively asynchronous backend, `StorageEngine` itself.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from ._worker import Worker
+
+__all__ = ["FifoStorageEngine", "Record", "StorageEngine", "Stored", "ThreadedStorageEngine"]
+
+BACKUP_SUFFIX = ".bak"
+
+
+class Record(NamedTuple):
+    """One item as an engine stores it."""
+
+    key: int
+    """Its position in the queue: greater than the key of every item put before it."""
+    data: bytes
+    """The item, serialised."""
+
+
+class Stored(NamedTuple):
+    """What an engine holds when it is opened."""
+
+    size: int
+    """How many records it holds."""
+    last_key: int
+    """Number new records from `last_key + 1`: at least the greatest key it holds (0 if none)."""
+
+
+class StorageEngine(abc.ABC):
+    """Stores a queue's records in key order; the source of truth for the queue.
+
+    The contract, which `Queue` relies on and every engine must keep:
+
+    - `open()` makes the stored records available, creating an empty store if there is
+      none, and says how many there are. Data that cannot be read is never silently
+      dropped: keep the damaged file beside it (see `recovery.keep_backup`) and log it.
+    - `read(after, limit)` returns up to `limit` stored records with keys greater than
+      `after`, in key order. It never returns a removed record.
+    - `commit(appends, removals)` stores `appends` and removes the records whose keys are
+      in `removals` (which may name records in `appends`), all or nothing: when it returns,
+      the whole change has been handed to the operating system, so it survives the process
+      being killed; when it raises, the stored records are as they were before the call.
+      An appended record's key is greater than every key stored before, except for a
+      record put back at the head (its `get()` was cancelled after its removal was
+      stored), whose key is lower than every key stored.
+    - `close()` releases files and connections. It is called once, after the last commit.
+
+    Every call may block only in a thread of the engine's own, never on the event loop.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.name.endswith(BACKUP_SUFFIX):
+            raise ValueError(
+                f"queue path {str(self.path)!r} ends in {BACKUP_SUFFIX!r}, "
+                "which is reserved for backups of damaged queue files"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @abc.abstractmethod
+    async def open(self) -> Stored:
+        """Open or create the store and say what it holds."""
+
+    @abc.abstractmethod
+    async def read(self, after: int, limit: int) -> list[Record]:
+        """Return up to `limit` records with keys greater than `after`, in key order."""
+
+    @abc.abstractmethod
+    async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
+        """Store `appends` and remove `removals` as one change, durable when this returns."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the engine's files and connections."""
+
+
+FifoStorageEngine = StorageEngine
+"""The name `StorageEngine` had in aiodiskqueue 0.1."""
+
+
+class ThreadedStorageEngine(StorageEngine):
+    """An engine written as blocking code, which runs in a thread that the engine owns.
+
+    Subclasses implement `blocking_open`, `blocking_read`, `blocking_commit` and
+    `blocking_close` with the contract of `StorageEngine`'s methods of the same name. They
+    all run in one thread, in the order `Queue` calls them, so they need no locks. The thread
+    is a daemon: it never keeps the interpreter from exiting.
+    """
+
+    _worker: Worker | None = None
+
+    async def open(self) -> Stored:
+        self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
+        try:
+            return await self._worker.call(self.blocking_open)
+        except BaseException:
+            self._worker.stop()
+            self._worker = None
+            raise
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        return await self._running().call(self.blocking_read, after, limit)
+
+    async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
+        await self._running().call(self.blocking_commit, appends, removals)
+
+    async def close(self) -> None:
+        worker = self._running()
+        try:
+            await worker.call(self.blocking_close)
+        finally:
+            self._worker = None
+            worker.stop()
+
+    def __del__(self) -> None:
+        # A queue that was never closed: let the thread close the files after its last call.
+        if self._worker is not None:
+            self._worker.stop(last=self.blocking_close)
+
+    def _running(self) -> Worker:
+        if self._worker is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._worker
+
+    @abc.abstractmethod
+    def blocking_open(self) -> Stored:
+        """Open or create the store and say what it holds (runs in the engine's thread)."""
+
+    @abc.abstractmethod
+    def blocking_read(self, after: int, limit: int) -> list[Record]:
+        """Return up to `limit` records with keys above `after` (runs in the engine's thread)."""
+
+    @abc.abstractmethod
+    def blocking_commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
+        """Store `appends`, remove `removals`, all or nothing (runs in the engine's thread)."""
+
+    @abc.abstractmethod
+    def blocking_close(self) -> None:
+        """Release files and connections (runs in the engine's thread)."""

@@ -1,0 +1,51 @@
+"""The exceptions aiodiskqueue raises.
+
+The queue's own exceptions subclass both `AioDiskQueueError` and the matching `asyncio`
+exception, so code written against `asyncio.Queue` keeps catching what it caught before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+__all__ = [
+    "AioDiskQueueError",
+    "QueueClosedError",
+    "QueueEmpty",
+    "QueueFull",
+    "QueueShutDown",
+    "SerializationError",
+]
+
+
+class AioDiskQueueError(Exception):
+    """Base class of every exception that aiodiskqueue raises on its own."""
+
+
+class QueueEmpty(AioDiskQueueError, asyncio.QueueEmpty):
+    """Raised by `Queue.get_nowait()` when no item is ready."""
+
+
+class QueueFull(AioDiskQueueError, asyncio.QueueFull):
+    """Raised by `Queue.put_nowait()` when the queue holds `maxsize` items."""
+
+
+if sys.version_info >= (3, 13):
+    from asyncio import QueueShutDown as _AsyncioQueueShutDown
+else:
+
+    class _AsyncioQueueShutDown(Exception):
+        """Stands in for `asyncio.QueueShutDown`, which Python 3.13 added."""
+
+
+class QueueShutDown(AioDiskQueueError, _AsyncioQueueShutDown):
+    """Raised by putting into, or getting from an empty, queue after `Queue.shutdown()`."""
+
+
+class QueueClosedError(AioDiskQueueError, RuntimeError):
+    """Raised by a queue used after `Queue.close()`."""
+
+
+class SerializationError(AioDiskQueueError, TypeError):
+    """Raised when an item cannot be turned into bytes; the queue is left unchanged."""

@@ -1,0 +1,517 @@
+"""`Queue`: the API of `asyncio.Queue`, with items kept by a storage engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import suppress
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from .engines import DbmEngine, Record, StorageEngine
+from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown
+from .serializers import PickleSerializer, Serializer
+
+__all__ = ["Queue"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EngineFactory = Callable[[str | os.PathLike[str]], StorageEngine]
+"""An engine class, or any callable that makes an engine for a path."""
+
+
+class Queue(Generic[T]):
+    """A FIFO queue whose items survive the process: `asyncio.Queue`'s API, kept on disk.
+
+    Create it with ``await Queue.create(path)``; then use it as an `asyncio.Queue`. The
+    items are kept by a storage engine (`DbmEngine` unless another is given), which is the
+    source of truth: the queue holds in memory only a read-ahead window of the first
+    items, so its memory does not grow with its length.
+
+    Durability. When ``await put(item)`` returns, the item has been handed to the operating
+    system: killing the process afterwards does not lose it. When ``await get()`` returns
+    an item, its removal is stored the same way: after a restart the item is not delivered
+    again. `put_nowait()` and `get_nowait()` change the queue at once and store the change
+    in the background; ``await q.put_nowait(item)`` waits until it is stored. Puts and gets
+    that wait at the same moment are stored together, in one batch (group commit). If
+    storing a batch fails, every put and get waiting for it raises the error, the queue
+    returns to what the engine holds, and items taken by `get_nowait()` since the last
+    stored batch are delivered again.
+
+    Reopening a path restores its items in FIFO order; they count as unfinished tasks, so
+    `join()` waits for them to be marked done with `task_done()`.
+
+    Cancellation. A cancelled `put()` or `get()` raises `CancelledError` and leaves the
+    queue as if it had not been called: an item it had put is taken out again, an item it
+    had got goes back to the head of the queue, both in storage too. The one exception is
+    a `put()` whose item another task has already got: it returns normally.
+    """
+
+    _engine: StorageEngine
+    _serializer: Serializer[T]
+    _maxsize: int
+    _readahead: int
+    _loop: asyncio.AbstractEventLoop
+    _count: int  # items in the queue, as callers see it
+    _last_key: int  # key of the newest item
+    _stored_count: int  # items in the queue as the engine holds it
+    _stored_last_key: int  # key of the newest item the engine holds
+    _window: deque[Record]  # the first items of the queue
+    _window_end: int  # every item with a key up to this is in the window or was taken
+    _getters: deque[asyncio.Future[None]]
+    _putters: deque[asyncio.Future[None]]
+    _unfinished_tasks: int
+    _finished: asyncio.Event
+    _is_shutdown: bool
+    _is_shutdown_immediately: bool
+    _batch: _Batch
+    _storage_task: asyncio.Task[None] | None
+    _closed: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "Queue() cannot be called directly: create a queue with `await Queue.create(path)`"
+        )
+
+    @classmethod
+    async def create(
+        cls,
+        path: str | os.PathLike[str],
+        maxsize: int = 0,
+        cls_storage_engine: EngineFactory | None = None,
+        *,
+        serializer: Serializer[T] | None = None,
+        readahead: int = 1000,
+    ) -> Queue[T]:
+        """Open the queue stored at `path`, creating it if there is none.
+
+        `maxsize` bounds the queue (0 or less: unbounded); a reopened queue keeps all its
+        items even if they are more, and `put()` waits until fewer remain.
+        `cls_storage_engine` makes the engine for `path` (default: `DbmEngine`); pass an
+        engine class, or e.g. ``functools.partial(DbmEngine, backend="dbm.dumb")``.
+        `serializer` turns items into bytes (default: `PickleSerializer`). `readahead` is
+        how many items from the head of the queue are kept in memory.
+        """
+        if readahead < 1:
+            raise ValueError(f"readahead must be at least 1, not {readahead}")
+        engine = (cls_storage_engine or DbmEngine)(path)
+        stored = await engine.open()
+        try:
+            window = await engine.read(0, readahead)
+        except BaseException:
+            await engine.close()
+            raise
+        queue: Queue[T] = object.__new__(cls)
+        queue._engine = engine
+        queue._serializer = serializer or PickleSerializer()
+        queue._maxsize = maxsize
+        queue._readahead = readahead
+        queue._loop = asyncio.get_running_loop()
+        queue._count = queue._stored_count = stored.size
+        queue._last_key = queue._stored_last_key = stored.last_key
+        queue._window = deque(window)
+        queue._window_end = window[-1].key if len(window) == readahead else stored.last_key
+        queue._getters = deque()
+        queue._putters = deque()
+        queue._unfinished_tasks = stored.size
+        queue._finished = asyncio.Event()
+        if stored.size == 0:
+            queue._finished.set()
+        queue._is_shutdown = queue._is_shutdown_immediately = False
+        queue._batch = _Batch(queue._loop)
+        queue._storage_task = None
+        queue._closed = False
+        logger.debug("opened %r holding %d item(s)", engine, stored.size)
+        return queue
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"qsize={self._count}"
+        return f"<{type(self).__name__} {self._engine!r} maxsize={self._maxsize} {state}>"
+
+    # Size
+
+    @property
+    def maxsize(self) -> int:
+        """The most items the queue holds before `put()` waits (0 or less: no limit)."""
+        return self._maxsize
+
+    def qsize(self) -> int:
+        """Return the number of items in the queue."""
+        return self._count
+
+    def empty(self) -> bool:
+        """Return True if the queue holds no item."""
+        return self._count == 0
+
+    def full(self) -> bool:
+        """Return True if the queue holds `maxsize` items or more."""
+        return 0 < self._maxsize <= self._count
+
+    # Putting
+
+    async def put(self, item: T) -> None:
+        """Put `item` at the tail, waiting while the queue is full; return once it is stored.
+
+        Raises `QueueShutDown` after `shutdown()`, `SerializationError` (a `TypeError`) if
+        the item cannot be serialised, or the storage error if storing failed.
+        """
+        while self.full():
+            self._check_can_put()
+            putter = self._loop.create_future()
+            self._putters.append(putter)
+            try:
+                await putter
+            except:
+                putter.cancel()  # in case it was not done yet
+                with suppress(ValueError):
+                    self._putters.remove(putter)
+                if not self.full() and not putter.cancelled():
+                    self._wakeup_next(self._putters)
+                raise
+        record, batch = self._put(item)
+        try:
+            await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            if not batch.succeeded() or self._withdraw(record):
+                raise
+            await _stored_despite_cancellation(batch)
+
+    def put_nowait(self, item: T) -> Awaitable[None]:
+        """Put `item` at the tail at once; return an awaitable that completes once it is stored.
+
+        Raises `QueueFull` if the queue is full, `QueueShutDown` after `shutdown()`, and
+        `SerializationError` (a `TypeError`) if the item cannot be serialised; the queue is
+        unchanged then. Not awaiting the result is fine: the item is stored in the
+        background, and a failure is logged.
+        """
+        if self.full():
+            self._check_can_put()
+            raise QueueFull
+        return _Stored(self._put(item)[1].done)
+
+    def _put(self, item: T) -> tuple[Record, _Batch]:
+        self._check_can_put()
+        record = Record(self._last_key + 1, self._serializer.dumps(item))
+        if self._window_end == self._last_key and len(self._window) < self._readahead:
+            self._window.append(record)
+            self._window_end = record.key
+            self._wakeup_next(self._getters)
+        self._last_key = record.key
+        self._count += 1
+        self._unfinished_tasks += 1
+        self._finished.clear()
+        return record, self._change(append=record)
+
+    def _withdraw(self, record: Record) -> bool:
+        """Take the item of a cancelled put out again; False if a getter already has it."""
+        if record.key <= self._window_end:
+            try:
+                self._window.remove(record)
+            except ValueError:
+                return False
+        self._count -= 1
+        self._task_finished()
+        self._change(removal=record.key)
+        self._wakeup_next(self._putters)
+        return True
+
+    def _check_can_put(self) -> None:
+        self._check_open()
+        if self._is_shutdown:
+            raise QueueShutDown
+
+    # Getting
+
+    async def get(self) -> T:
+        """Remove and return the item at the head, waiting until there is one.
+
+        Returns once the removal is stored. Raises `QueueShutDown` after `shutdown()` once
+        the queue is empty (at once after ``shutdown(immediate=True)``), or the storage
+        error if storing failed; the item then stays in the queue.
+        """
+        while not self._window:
+            self._check_can_get()
+            getter = self._loop.create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except:
+                getter.cancel()  # in case it was not done yet
+                with suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._window and not getter.cancelled():
+                    self._wakeup_next(self._getters)
+                raise
+        item, record, batch = self._get()
+        try:
+            await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            if batch.succeeded():
+                self._give_back(record, batch)
+            raise
+        return item
+
+    def get_nowait(self) -> T:
+        """Remove and return the item at the head at once; its removal is stored in the background.
+
+        If the process dies before the removal is stored, the item is delivered again after
+        the restart. Raises `QueueEmpty` if no item is ready: the queue is empty, or its
+        next items are still being read from storage (which happens only when more than
+        `readahead` items are taken without yielding to the event loop). Raises
+        `QueueShutDown` after `shutdown()` once the queue is empty.
+        """
+        if not self._window:
+            self._check_can_get()
+            raise QueueEmpty
+        return self._get()[0]
+
+    def _get(self) -> tuple[T, Record, _Batch]:
+        self._check_can_get()
+        record = self._window[0]
+        item = self._serializer.loads(record.data)  # before any change: a failure loses nothing
+        self._window.popleft()
+        self._count -= 1
+        self._wakeup_next(self._putters)
+        return item, record, self._change(removal=record.key)
+
+    def _give_back(self, record: Record, batch: _Batch) -> None:
+        """Put the item of a cancelled get back at the head of the queue."""
+        if batch.sent:
+            self._change(append=record)  # the removal is stored: store the item again
+        else:
+            batch.removals.remove(record.key)
+        self._window.appendleft(record)
+        self._count += 1
+        self._wakeup_next(self._getters)
+
+    def _check_can_get(self) -> None:
+        self._check_open()
+        if self._is_shutdown and (self._is_shutdown_immediately or self._count == 0):
+            raise QueueShutDown
+
+    # Tasks
+
+    def task_done(self) -> Awaitable[None]:
+        """Mark an item got from the queue as processed.
+
+        Returns an awaitable that completes once that is stored (at once: marking an item
+        done changes nothing in storage). Raises `ValueError` if called more times than
+        there were items in the queue.
+        """
+        self._check_open()
+        if self._unfinished_tasks <= 0:
+            raise ValueError("task_done() called too many times")
+        self._task_finished()
+        done = self._loop.create_future()
+        done.set_result(None)
+        return done
+
+    def _task_finished(self) -> None:
+        self._unfinished_tasks -= 1
+        if self._unfinished_tasks == 0:
+            self._finished.set()
+
+    async def join(self) -> None:
+        """Wait until every item put into the queue, or restored on open, is marked done."""
+        if self._unfinished_tasks > 0:
+            await self._finished.wait()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Stop the queue from taking items: `put()` and `put_nowait()` raise `QueueShutDown`.
+
+        Waiting putters raise `QueueShutDown`; getters do once the queue is empty. With
+        `immediate`, getters raise at once and the items left count as done for `join()`;
+        they stay stored for the next time the queue is opened.
+        """
+        self._is_shutdown = True
+        if immediate:
+            self._is_shutdown_immediately = True
+            self._unfinished_tasks = max(0, self._unfinished_tasks - self._count)
+            if self._unfinished_tasks == 0:
+                self._finished.set()
+        self._wake_all()
+
+    # Lifecycle
+
+    async def close(self) -> None:
+        """Store the pending changes, then close the engine; later use raises `QueueClosedError`.
+
+        Waiting getters and putters raise `QueueClosedError`. Calling it again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_all()
+        while self._storage_task is not None:
+            with suppress(Exception):
+                await asyncio.shield(self._storage_task)
+        await self._engine.close()
+        logger.debug("closed %r", self._engine)
+
+    async def __aenter__(self) -> Queue[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"{self!r} was not closed", ResourceWarning, stacklevel=1)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueClosedError(f"{self!r} is closed")
+
+    # Waiting
+
+    def _wakeup_next(self, waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def _wake_all(self) -> None:
+        for waiters in (self._getters, self._putters):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # Storage: one task at a time writes batches and reads ahead, in order.
+
+    def _change(self, *, append: Record | None = None, removal: int | None = None) -> _Batch:
+        """Add a change to the next batch, and make sure a task will store it."""
+        if append is not None:
+            self._batch.appends.append(append)
+        if removal is not None:
+            self._batch.removals.append(removal)
+        self._run_storage()
+        return self._batch
+
+    def _run_storage(self) -> None:
+        if self._storage_task is None:
+            self._storage_task = self._loop.create_task(self._store())
+
+    async def _store(self) -> None:
+        try:
+            while True:
+                if self._batch:
+                    await self._commit()
+                elif not (self._needs_readahead() and await self._read_ahead()):
+                    return
+        finally:
+            self._storage_task = None
+
+    async def _commit(self) -> None:
+        batch, self._batch = self._batch, _Batch(self._loop)
+        batch.sent = True
+        try:
+            await self._engine.commit(batch.appends, batch.removals)
+        except asyncio.CancelledError:
+            batch.done.cancel()
+            raise
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        if batch.appends:
+            self._stored_last_key = max(self._stored_last_key, *(r.key for r in batch.appends))
+        self._stored_count += len(batch.appends) - len(batch.removals)
+        batch.done.set_result(None)
+
+    def _fail(self, batch: _Batch, exc: Exception) -> None:
+        """Fail `batch` and the changes made since, and return to what the engine holds."""
+        logger.error(
+            "storing %d put(s) and %d get(s) in %r failed: %r",
+            len(batch.appends),
+            len(batch.removals),
+            self._engine,
+            exc,
+        )
+        failed, self._batch = (batch, self._batch), _Batch(self._loop)
+        for each in failed:
+            each.sent = True
+            each.done.set_exception(exc)
+            each.done.exception()  # nobody may await it: that is fine, it was logged
+        self._unfinished_tasks = max(0, self._unfinished_tasks + self._stored_count - self._count)
+        if self._unfinished_tasks == 0:
+            self._finished.set()
+        self._count, self._last_key = self._stored_count, self._stored_last_key
+        self._window.clear()
+        self._window_end = 0  # read the window again
+        self._wake_all()
+
+    def _needs_readahead(self) -> bool:
+        return (
+            not self._closed
+            and self._window_end < self._stored_last_key
+            and len(self._window) <= self._readahead // 2
+        )
+
+    async def _read_ahead(self) -> bool:
+        """Read the next items into the window; False if reading failed."""
+        limit = self._readahead - len(self._window)
+        try:
+            records = await self._engine.read(self._window_end, limit)
+        except Exception as exc:
+            logger.error("reading from %r failed: %r", self._engine, exc)
+            while self._getters:  # let waiting getters raise rather than wait for ever
+                getter = self._getters.popleft()
+                if not getter.done():
+                    getter.set_exception(exc)
+            return False
+        self._window.extend(records)
+        self._window_end = records[-1].key if len(records) == limit else self._stored_last_key
+        for _ in records:
+            self._wakeup_next(self._getters)
+        return True
+
+
+class _Batch:
+    """Changes that will be stored together, and the future that says when they are."""
+
+    __slots__ = ("appends", "done", "removals", "sent")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.appends: list[Record] = []
+        self.removals: list[int] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.sent = False  # handed to the engine: too late to change
+
+    def __bool__(self) -> bool:
+        return bool(self.appends or self.removals)
+
+    def succeeded(self) -> bool:
+        """True unless storing the batch failed or was cancelled (it may be still under way)."""
+        return not self.done.done() or (not self.done.cancelled() and self.done.exception() is None)
+
+
+class _Stored(Awaitable[None]):
+    """What `put_nowait()` returns: awaiting it waits until the item is stored."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self._done = done
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return asyncio.shield(self._done).__await__()
+
+
+async def _stored_despite_cancellation(batch: _Batch) -> None:
+    """Wait for `batch` to be stored, through any number of cancellations."""
+    while not batch.done.done():
+        with suppress(asyncio.CancelledError):
+            await asyncio.shield(batch.done)
+    batch.done.result()
