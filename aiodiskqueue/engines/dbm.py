@@ -146,18 +146,21 @@ class DbmEngine(ThreadedStorageEngine):
         elif pages:  # no readable commit record: take what the pages hold
             self._state = _State(last_key=sys.maxsize)
         self._generation = self._state.generation
-        self._place_pages(pages)
+        damaged = self._place_pages(pages)
         if pages and not states:
             first, last = (self._pages[0], self._pages[-1]) if self._pages else (None, None)
             self._state = _State(
                 head=first.first_key if first else 1, last_key=last.last_key if last else 0
             )
-        missing = self._missing_keys()
+        missing = self._missing_keys() | (damaged - self._state.removed)
         if missing or (pages and not states):
             self._recover(missing)
 
-    def _place_pages(self, pages: list[tuple[int, bytes]]) -> None:
-        """Find the live page for each stored key; every other slot becomes free."""
+    def _place_pages(self, pages: list[tuple[int, bytes]]) -> set[int]:
+        """Find the live page for each stored key; every other slot becomes free.
+
+        Return the keys of the live pages' damaged records.
+        """
         candidates = []
         for slot, content in pages:
             page = _Page.parse(slot, content)
@@ -177,6 +180,8 @@ class DbmEngine(ThreadedStorageEngine):
         self._pages = deque(sorted(live, key=lambda page: page.first_key))
         if self._pages:
             self._tail = self._pages[-1].frames
+        head, last_key = self._state.head, self._state.last_key
+        return {key for page in live for key in page.damaged if head <= key <= last_key}
 
     def _missing_keys(self) -> set[int]:
         """Return the keys that the state counts in the queue but no page holds."""
@@ -377,6 +382,7 @@ class _Page:
     first_key: int
     last_key: int
     frames: bytearray = field(default_factory=bytearray)
+    damaged: list[int] = field(default_factory=list)  # keys whose frames fail their checksum
 
     @classmethod
     def parse(cls, slot: int, content: bytes) -> _Page | None:
@@ -393,13 +399,14 @@ class _Page:
         return page if page.frames else None
 
     def _keep(self, body: bytes, up_to: int) -> None:
-        """Hold the valid frames at the start of `body` with keys up to `up_to`."""
-        end, self.last_key = 0, self.first_key - 1
-        for record in framing.unframe(body, self.first_key):
-            if record.key > up_to:
+        """Hold the frames at the start of `body` with keys up to `up_to`."""
+        end, self.last_key, self.damaged = 0, self.first_key - 1, []
+        for key, data, frame_end in framing.scan(body, self.first_key):
+            if key > up_to:
                 break
-            end += framing.HEADER_SIZE + len(record.data)
-            self.last_key = record.key
+            if data is None:
+                self.damaged.append(key)
+            end, self.last_key = frame_end, key
         self.frames = bytearray(body[:end])
 
     def fits(self, frame_size: int, capacity: int) -> bool:

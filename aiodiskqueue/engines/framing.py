@@ -7,9 +7,9 @@ A frame is a 16-byte header, then the record's data::
     key      8 bytes, little-endian
     data     length bytes
 
-Frames stand one after the other. Reading stops at the first frame that is cut short,
-fails its checksum or does not carry the expected key (a torn write, damage, or the zero
-padding after the last frame), so such bytes are never returned as a record.
+Frames stand one after the other. A frame that fails its checksum is never returned as a
+record; reading stops at the first frame that is cut short or does not carry the expected
+key (a torn write, damage to a header, or the zero padding after the last frame).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ def frame(record: Record) -> bytes:
     return _HEADER.pack(len(record.data), checksum, record.key) + record.data
 
 
-def unframe(buffer: bytes, first_key: int) -> Iterator[Record]:
-    """Yield the records framed at the start of `buffer`, whose keys count up from `first_key`.
+def scan(buffer: bytes, first_key: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """Yield ``(key, data, end)`` for the frames at the start of `buffer`, keys from `first_key`.
 
-    Stops before the first frame that is incomplete, damaged, or not the next key.
+    `data` is None for a frame whose checksum fails: its header is whole, so the frames
+    after it are still found. `end` is the offset just past the frame. Stops before the
+    first frame that is incomplete or does not carry the next key.
     """
     offset, expected_key, end = 0, first_key, len(buffer)
     view = memoryview(buffer)
@@ -44,10 +46,16 @@ def unframe(buffer: bytes, first_key: int) -> Iterator[Record]:
         if key != expected_key or start + length > end:
             return
         data = bytes(view[start : start + length])
-        if zlib.crc32(data, zlib.crc32(_KEY.pack(key))) != checksum:
-            return
-        yield Record(key, data)
+        intact = zlib.crc32(data, zlib.crc32(_KEY.pack(key))) == checksum
         offset, expected_key = start + length, key + 1
+        yield key, data if intact else None, offset
+
+
+def unframe(buffer: bytes, first_key: int) -> Iterator[Record]:
+    """Yield the intact records framed at the start of `buffer`, keys from `first_key`."""
+    for key, data, _ in scan(buffer, first_key):
+        if data is not None:
+            yield Record(key, data)
 
 
 def first_key(buffer: bytes) -> int:

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from .base import Record, Stored, ThreadedStorageEngine
+from .files import create_private
 from .recovery import keep_backup
 
 __all__ = ["SqliteEngine"]
@@ -46,6 +47,7 @@ class SqliteEngine(ThreadedStorageEngine):
         return Stored(size=count, last_key=last_key)
 
     def _connect(self) -> sqlite3.Connection:
+        create_private(self.path)  # SQLite gives its -wal and -shm files the same mode
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

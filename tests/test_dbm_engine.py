@@ -1,0 +1,200 @@
+"""DbmEngine's own promises: O(1) space reuse, and a whole queue after crashes and damage.
+
+Most tests use `dbm.dumb`, which every Python has and which is the most fragile backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from aiodiskqueue.engines import DbmEngine, Record, Stored
+
+dumb = functools.partial(DbmEngine, backend="dbm.dumb")
+
+
+def records(first: int, last: int, size: int = 100) -> list[Record]:
+    return [Record(key, bytes([key % 256]) * size) for key in range(first, last + 1)]
+
+
+async def held(path: Path) -> tuple[Stored, list[Record]]:
+    store = dumb(path)
+    stored = await store.open()
+    content = await store.read(0, 1_000_000)
+    await store.close()
+    return stored, content
+
+
+async def test_slots_are_reused_so_the_files_stop_growing(path: Path) -> None:
+    store = dumb(path, page_size=1024)
+    await store.open()
+    key = 0
+    for _ in range(50):  # warm up to the queue's longest length
+        await store.commit(records(key + 1, key + 20), [])
+        await store.commit([], list(range(key + 1, key + 21)))
+        key += 20
+    size = Path(f"{path}.dat").stat().st_size
+    for _ in range(500):
+        await store.commit(records(key + 1, key + 20), [])
+        await store.commit([], list(range(key + 1, key + 21)))
+        key += 20
+    await store.close()
+    assert Path(f"{path}.dat").stat().st_size == size
+
+
+async def test_no_key_is_ever_deleted_so_the_index_is_only_appended(path: Path) -> None:
+    store = dumb(path)
+    await store.open()
+    index = Path(f"{path}.dir")
+    await store.commit(records(1, 10), [])
+    before = index.read_text()
+    await store.commit(records(11, 20), list(range(1, 11)))
+    assert index.read_text().startswith(before)
+    await store.close()
+
+
+async def test_a_torn_last_index_line_is_dropped(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 5), [])
+    await store.close()
+    with open(f"{path}.dir", "a", encoding="latin-1") as index:
+        index.write("'page.99', (1")  # a crash while dbm.dumb appended a key
+    with caplog.at_level(logging.INFO, logger="aiodiskqueue"):
+        assert await held(path) == (Stored(5, 5), records(1, 5))
+    assert "repaired" in caplog.text
+
+
+async def test_an_unfinished_index_rewrite_is_completed_from_the_previous_index(
+    path: Path,
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 5), [])
+    await store.close()  # dbm.dumb rewrites its index: <path>.dir, old one as <path>.bak
+    index, previous = Path(f"{path}.dir"), Path(f"{path}.bak")
+    index.replace(previous)
+    index.write_text("")  # killed right after starting the rewrite
+    assert await held(path) == (Stored(5, 5), records(1, 5))
+
+
+async def test_an_existing_queue_is_reopened_with_its_own_backend(path: Path) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.close()
+    reopened = DbmEngine(path)
+    await reopened.open()
+    assert reopened.backend == "dbm.dumb"
+    await reopened.close()
+    meta = json.loads(_dumb_value(path, b"meta"))
+    assert meta["backend"] == "dbm.dumb"
+
+
+async def test_asking_for_another_backend_than_the_files_have_is_refused(path: Path) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.close()
+    with pytest.raises(ValueError, match=r"dbm\.dumb"):
+        await DbmEngine(path, backend="dbm.gnu").open()
+
+
+async def test_a_dbm_database_of_something_else_is_refused(path: Path) -> None:
+    import dbm.dumb
+
+    with dbm.dumb.open(str(path), "c") as other:
+        other[b"config"] = b"value"
+    with pytest.raises(ValueError, match="something else"):
+        await dumb(path).open()
+    with dbm.dumb.open(str(path), "r") as other:
+        assert other[b"config"] == b"value"
+
+
+async def test_pages_of_a_failed_commit_never_hide_a_later_commit(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = dumb(path, page_size=1024)
+    await store.open()
+    await store.commit(records(1, 3), [])
+
+    def fail(state: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_write_state", fail)
+        with pytest.raises(OSError, match="disk full"):
+            await store.commit(records(4, 30, size=200), [])
+    retried = [Record(key, b"second try") for key in range(4, 31)]
+    await store.commit(retried, [])
+    assert await store.read(0, 100) == [*records(1, 3), *retried]
+    await store.close()
+    assert (await held(path))[1] == [*records(1, 3), *retried]
+
+
+async def test_a_failed_commit_leaves_the_stored_records_unchanged(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 3), [])
+
+    def fail(state: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "_write_state", fail)
+    with pytest.raises(OSError, match="disk full"):
+        await store.commit(records(4, 5), [1])
+    monkeypatch.undo()
+    assert await store.read(0, 100) == records(1, 3)
+    await store.close()
+    assert await held(path) == (Stored(3, 3), records(1, 3))
+
+
+async def test_a_damaged_record_is_dropped_with_a_backup_and_a_warning(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path, page_size=1024)
+    await store.open()
+    await store.commit(records(1, 30), [])
+    await store.close()
+    data = Path(f"{path}.dat")
+    original = data.read_bytes()
+    damaged = bytearray(original)
+    damaged[damaged.index(bytes([20]) * 100) + 50] ^= 0x01  # flip one bit in record 20
+    data.write_bytes(bytes(damaged))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        stored, content = await held(path)
+    assert Record(20, bytes([20]) * 100) not in content
+    assert [record for record in content if record.key < 20] == records(1, 19)
+    assert stored.size == len(content)
+    assert Path(f"{path}.dat.bak").read_bytes() == bytes(damaged)
+    assert "1 record(s) missing or damaged" in caplog.text
+    assert "queue.db.dat.bak" in caplog.text
+
+
+async def test_lost_state_records_are_rebuilt_from_the_pages(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 5), [])
+    await store.close()
+    index = Path(f"{path}.dir")
+    lines = index.read_text().splitlines(keepends=True)
+    index.write_text("".join(line for line in lines if "state." not in line))
+    Path(f"{path}.bak").unlink()
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert (await held(path))[1] == records(1, 5)
+    assert "no state record" in caplog.text
+
+
+def _dumb_value(path: Path, key: bytes) -> bytes:
+    import dbm.dumb
+
+    with dbm.dumb.open(str(path), "r") as database:
+        return database[key]

@@ -1,0 +1,49 @@
+"""The code shown in the documentation runs, so that it cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from aiodiskqueue import Queue
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def load_example(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, DOCS / "examples" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_custom_engine_guide_example_keeps_a_queue_across_reopens(
+    tmp_path: Path,
+) -> None:
+    engine = load_example("memory_engine").MemoryEngine  # type: ignore[attr-defined]
+    path = tmp_path / "jobs"
+    async with await Queue.create(path, cls_storage_engine=engine) as queue:
+        for item in range(5):
+            await queue.put(item)
+        assert await queue.get() == 0
+    async with await Queue.create(path, cls_storage_engine=engine) as queue:
+        assert [await queue.get() for _ in range(4)] == [1, 2, 3, 4]
+        assert queue.empty()
+
+
+async def test_the_custom_engine_guide_example_reads_a_put_back_record_first(
+    tmp_path: Path,
+) -> None:
+    engine = load_example("memory_engine").MemoryEngine(tmp_path / "jobs")  # type: ignore[attr-defined]
+    from aiodiskqueue.engines import Record
+
+    await engine.open()
+    await engine.commit([Record(1, b"a"), Record(2, b"b"), Record(3, b"c")], [])
+    await engine.commit([], [1, 2])
+    await engine.commit([Record(2, b"b")], [])
+    assert await engine.read(0, 10) == [Record(2, b"b"), Record(3, b"c")]
+    await engine.close()
