@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
@@ -47,10 +48,13 @@ class Queue(Generic[T]):
     Reopening a path restores its items in FIFO order; they count as unfinished tasks, so
     `join()` waits for them to be marked done with `task_done()`.
 
-    Cancellation. A cancelled `put()` or `get()` raises `CancelledError` and leaves the
-    queue as if it had not been called: an item it had put is taken out again, an item it
-    had got goes back to the head of the queue, both in storage too. The one exception is
-    a `put()` whose item another task has already got: it returns normally.
+    Cancellation never loses, duplicates or reorders an item. A `put()` or `get()`
+    cancelled while it waits for room or for an item raises `CancelledError`, as in
+    `asyncio.Queue`; so does a `get()` cancelled before its removal went to storage: its
+    item goes back to the head. Once a `put()` has placed its item, or a `get()`'s removal
+    is being stored, the call completes and returns normally: the cancellation is delivered
+    at the task's next ``await`` instead (a `get()` whose result nobody would receive could
+    lose its item, and a put that raised after storing its item would invite a duplicate).
     """
 
     _engine: StorageEngine
@@ -174,13 +178,11 @@ class Queue(Generic[T]):
                 if not self.full() and not putter.cancelled():
                     self._wakeup_next(self._putters)
                 raise
-        record, batch = self._put(item)
+        batch = self._put(item)
         try:
             await asyncio.shield(batch.done)
         except asyncio.CancelledError:
-            if not batch.succeeded() or self._withdraw(record):
-                raise
-            await _stored_despite_cancellation(batch)
+            await _complete_despite_cancellation(batch)
 
     def put_nowait(self, item: T) -> Awaitable[None]:
         """Put `item` at the tail at once; return an awaitable that completes once it is stored.
@@ -193,9 +195,9 @@ class Queue(Generic[T]):
         if self.full():
             self._check_can_put()
             raise QueueFull
-        return _Stored(self._put(item)[1].done)
+        return _Stored(self._put(item).done)
 
-    def _put(self, item: T) -> tuple[Record, _Batch]:
+    def _put(self, item: T) -> _Batch:
         self._check_can_put()
         record = Record(self._last_key + 1, self._serializer.dumps(item))
         if self._window_end == self._last_key and len(self._window) < self._readahead:
@@ -206,20 +208,7 @@ class Queue(Generic[T]):
         self._count += 1
         self._unfinished_tasks += 1
         self._finished.clear()
-        return record, self._change(append=record)
-
-    def _withdraw(self, record: Record) -> bool:
-        """Take the item of a cancelled put out again; False if a getter already has it."""
-        if record.key <= self._window_end:
-            try:
-                self._window.remove(record)
-            except ValueError:
-                return False
-        self._count -= 1
-        self._task_finished()
-        self._change(removal=record.key)
-        self._wakeup_next(self._putters)
-        return True
+        return self._change(append=record)
 
     def _check_can_put(self) -> None:
         self._check_open()
@@ -252,9 +241,11 @@ class Queue(Generic[T]):
         try:
             await asyncio.shield(batch.done)
         except asyncio.CancelledError:
-            if batch.succeeded():
+            if batch.sent:
+                await _complete_despite_cancellation(batch)
+            else:
                 self._give_back(record, batch)
-            raise
+                raise
         return item
 
     def get_nowait(self) -> T:
@@ -281,11 +272,8 @@ class Queue(Generic[T]):
         return item, record, self._change(removal=record.key)
 
     def _give_back(self, record: Record, batch: _Batch) -> None:
-        """Put the item of a cancelled get back at the head of the queue."""
-        if batch.sent:
-            self._change(append=record)  # the removal is stored: store the item again
-        else:
-            batch.removals.remove(record.key)
+        """Put the item of a get cancelled before its removal was sent back at the head."""
+        batch.removals.remove(record.key)
         self._window.appendleft(record)
         self._count += 1
         self._wakeup_next(self._getters)
@@ -492,10 +480,6 @@ class _Batch:
     def __bool__(self) -> bool:
         return bool(self.appends or self.removals)
 
-    def succeeded(self) -> bool:
-        """True unless storing the batch failed or was cancelled (it may be still under way)."""
-        return not self.done.done() or (not self.done.cancelled() and self.done.exception() is None)
-
 
 class _Stored(Awaitable[None]):
     """What `put_nowait()` returns: awaiting it waits until the item is stored."""
@@ -509,9 +493,22 @@ class _Stored(Awaitable[None]):
         return asyncio.shield(self._done).__await__()
 
 
-async def _stored_despite_cancellation(batch: _Batch) -> None:
-    """Wait for `batch` to be stored, through any number of cancellations."""
+async def _complete_despite_cancellation(batch: _Batch) -> None:
+    """Wait for `batch` to be stored, then deliver the cancellation at the task's next await.
+
+    Raises the storage error if storing failed.
+    """
     while not batch.done.done():
         with suppress(asyncio.CancelledError):
             await asyncio.shield(batch.done)
     batch.done.result()
+    task = asyncio.current_task()
+    if task is not None:
+        task.get_loop().call_soon(_cancel_again, task)
+
+
+def _cancel_again(task: asyncio.Task[Any]) -> None:
+    # Python 3.11+ counts cancellation requests, and a timeout that fired withdraws its own
+    # (`uncancel`) when it exits; then there is nothing left to deliver.
+    if sys.version_info < (3, 11) or task.cancelling():
+        task.cancel()
