@@ -180,7 +180,7 @@ class Queue(Generic[T]):
                 raise
         batch = self._put(item)
         try:
-            await asyncio.shield(batch.done)
+            await batch.stored()
         except asyncio.CancelledError:
             await _complete_despite_cancellation(batch)
 
@@ -195,7 +195,7 @@ class Queue(Generic[T]):
         if self.full():
             self._check_can_put()
             raise QueueFull
-        return _Stored(self._put(item).done)
+        return _Stored(self._put(item))
 
     def _put(self, item: T) -> _Batch:
         self._check_can_put()
@@ -239,7 +239,7 @@ class Queue(Generic[T]):
                 raise
         item, record, batch = self._get()
         try:
-            await asyncio.shield(batch.done)
+            await batch.stored()
         except asyncio.CancelledError:
             if batch.sent:
                 await _complete_despite_cancellation(batch)
@@ -408,7 +408,7 @@ class Queue(Generic[T]):
         try:
             await self._engine.commit(batch.appends, batch.removals)
         except asyncio.CancelledError:
-            batch.done.cancel()
+            batch.settle(asyncio.CancelledError())
             raise
         except Exception as exc:
             self._fail(batch, exc)
@@ -416,7 +416,7 @@ class Queue(Generic[T]):
         if batch.appends:
             self._stored_last_key = max(self._stored_last_key, *(r.key for r in batch.appends))
         self._stored_count += len(batch.appends) - len(batch.removals)
-        batch.done.set_result(None)
+        batch.settle()
 
     def _fail(self, batch: _Batch, exc: Exception) -> None:
         """Fail `batch` and the changes made since, and return to what the engine holds."""
@@ -430,8 +430,7 @@ class Queue(Generic[T]):
         failed, self._batch = (batch, self._batch), _Batch(self._loop)
         for each in failed:
             each.sent = True
-            each.done.set_exception(exc)
-            each.done.exception()  # nobody may await it: that is fine, it was logged
+            each.settle(exc)
         self._unfinished_tasks = max(0, self._unfinished_tasks + self._stored_count - self._count)
         if self._unfinished_tasks == 0:
             self._finished.set()
@@ -467,30 +466,62 @@ class Queue(Generic[T]):
 
 
 class _Batch:
-    """Changes that will be stored together, and the future that says when they are."""
+    """Changes that will be stored together, and the callers waiting for them to be."""
 
-    __slots__ = ("appends", "done", "removals", "sent")
+    __slots__ = ("appends", "done", "removals", "sent", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.appends: list[Record] = []
         self.removals: list[int] = []
-        self.done: asyncio.Future[None] = loop.create_future()
         self.sent = False  # handed to the engine: too late to change
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.waiters: list[asyncio.Future[None]] = []
 
     def __bool__(self) -> bool:
         return bool(self.appends or self.removals)
+
+    def stored(self) -> asyncio.Future[None]:
+        """Return a future of the caller's own that completes when the batch is stored.
+
+        Cancelling it cancels nobody else's wait.
+        """
+        waiter = self.done.get_loop().create_future()
+        if self.done.done():
+            _copy_outcome(self.done, waiter)
+        else:
+            self.waiters.append(waiter)
+        return waiter
+
+    def settle(self, exc: BaseException | None = None) -> None:
+        """Record that storing the batch succeeded, or failed with `exc`, and tell the waiters."""
+        if exc is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(exc)
+            self.done.exception()  # nobody need ask: a failure is logged
+        for waiter in self.waiters:
+            if not waiter.done():
+                _copy_outcome(self.done, waiter)
+
+
+def _copy_outcome(source: asyncio.Future[None], target: asyncio.Future[None]) -> None:
+    exc = source.exception()
+    if exc is None:
+        target.set_result(None)
+    else:
+        target.set_exception(exc)
 
 
 class _Stored(Awaitable[None]):
     """What `put_nowait()` returns: awaiting it waits until the item is stored."""
 
-    __slots__ = ("_done",)
+    __slots__ = ("_batch",)
 
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self._done = done
+    def __init__(self, batch: _Batch) -> None:
+        self._batch = batch
 
     def __await__(self) -> Generator[Any, None, None]:
-        return asyncio.shield(self._done).__await__()
+        return self._batch.stored().__await__()
 
 
 async def _complete_despite_cancellation(batch: _Batch) -> None:
@@ -500,7 +531,7 @@ async def _complete_despite_cancellation(batch: _Batch) -> None:
     """
     while not batch.done.done():
         with suppress(asyncio.CancelledError):
-            await asyncio.shield(batch.done)
+            await batch.stored()
     batch.done.result()
     task = asyncio.current_task()
     if task is not None:
