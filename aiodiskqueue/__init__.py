@@ -9,6 +9,7 @@ from .exceptions import (
     QueueClosedError,
     QueueEmpty,
     QueueFull,
+    QueueLockedError,
     QueueShutDown,
     SerializationError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "QueueClosedError",
     "QueueEmpty",
     "QueueFull",
+    "QueueLockedError",
     "QueueShutDown",
     "SerializationError",
     "Serializer",

@@ -14,6 +14,7 @@ __all__ = [
     "QueueClosedError",
     "QueueEmpty",
     "QueueFull",
+    "QueueLockedError",
     "QueueShutDown",
     "SerializationError",
 ]
@@ -45,6 +46,10 @@ class QueueShutDown(AioDiskQueueError, _AsyncioQueueShutDown):
 
 class QueueClosedError(AioDiskQueueError, RuntimeError):
     """Raised by a queue used after `Queue.close()`."""
+
+
+class QueueLockedError(AioDiskQueueError):
+    """Raised when opening a queue that another `Queue` holds open, here or in another process."""
 
 
 class SerializationError(AioDiskQueueError, TypeError):

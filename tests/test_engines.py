@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from aiodiskqueue import QueueLockedError
 from aiodiskqueue.engines import Record, StorageEngine, Stored
 
 EngineFactory = Callable[[Path], StorageEngine]
@@ -174,3 +177,47 @@ def test_a_path_ending_in_bak_is_refused(engine: EngineFactory, tmp_path: Path) 
 async def test_an_engine_used_before_open_says_so(engine: EngineFactory, path: Path) -> None:
     with pytest.raises(RuntimeError, match="not open"):
         await engine(path).read(0, 1)
+
+
+async def test_a_second_opener_is_refused_with_the_path_and_the_owner(
+    engine: EngineFactory, path: Path
+) -> None:
+    store = engine(path)
+    await store.open()
+    with pytest.raises(QueueLockedError, match=rf"{path.name}.*process {os.getpid()}"):
+        await engine(path).open()
+    await store.close()
+
+
+async def test_a_closed_store_can_be_opened_again_at_once(
+    engine: EngineFactory, path: Path
+) -> None:
+    store = engine(path)
+    await store.open()
+    await store.close()
+    again = engine(path)
+    await again.open()
+    await again.close()
+
+
+async def test_the_lock_of_a_killed_process_is_released(engine: EngineFactory, path: Path) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1] + '.lock', os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    assert await asyncio.wait_for(holder.stdout.readline(), timeout=30) == b"locked\n"
+    with pytest.raises(QueueLockedError):
+        await engine(path).open()
+    holder.kill()
+    await asyncio.wait_for(holder.wait(), timeout=30)
+    store = engine(path)
+    await store.open()
+    await store.close()

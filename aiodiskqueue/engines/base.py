@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ._worker import Worker
+from .locking import QueueLock
 
 __all__ = ["FifoStorageEngine", "Record", "StorageEngine", "Stored", "ThreadedStorageEngine"]
 
@@ -107,18 +108,44 @@ class ThreadedStorageEngine(StorageEngine):
     `blocking_close` with the contract of `StorageEngine`'s methods of the same name. They
     all run in one thread, in the order `Queue` calls them, so they need no locks. The thread
     is a daemon: it never keeps the interpreter from exiting.
+
+    An engine whose files must have a single owner sets `exclusive`: it then holds a
+    `QueueLock` while it is open, and a second opener gets `QueueLockedError`.
     """
 
+    exclusive = False
     _worker: Worker | None = None
+    _lock: QueueLock | None = None
 
     async def open(self) -> Stored:
         self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
         try:
-            return await self._worker.call(self.blocking_open)
+            return await self._worker.call(self._lock_and_open)
         except BaseException:
             self._worker.stop()
             self._worker = None
             raise
+
+    def _lock_and_open(self) -> Stored:
+        if self.exclusive:
+            self._lock = QueueLock(self.path)
+            self._lock.acquire()
+        try:
+            return self.blocking_open()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _close_and_unlock(self) -> None:
+        try:
+            self.blocking_close()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def read(self, after: int, limit: int) -> list[Record]:
         return await self._running().call(self.blocking_read, after, limit)
@@ -129,7 +156,7 @@ class ThreadedStorageEngine(StorageEngine):
     async def close(self) -> None:
         worker = self._running()
         try:
-            await worker.call(self.blocking_close)
+            await worker.call(self._close_and_unlock)
         finally:
             self._worker = None
             worker.stop()
@@ -137,7 +164,7 @@ class ThreadedStorageEngine(StorageEngine):
     def __del__(self) -> None:
         # A queue that was never closed: let the thread close the files after its last call.
         if self._worker is not None:
-            self._worker.stop(last=self.blocking_close)
+            self._worker.stop(last=self._close_and_unlock)
 
     def _running(self) -> Worker:
         if self._worker is None:

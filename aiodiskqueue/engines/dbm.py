@@ -75,6 +75,8 @@ class DbmEngine(ThreadedStorageEngine):
     created it. `page_size` is the capacity of a page in bytes.
     """
 
+    exclusive = True
+
     def __init__(
         self, path: str | os.PathLike[str], *, backend: str | None = None, page_size: int = 16384
     ) -> None:

@@ -34,6 +34,8 @@ class PickledList(ThreadedStorageEngine):
     the operating system.
     """
 
+    exclusive = True
+
     _records: list[Record]
 
     def blocking_open(self) -> Stored:

@@ -30,6 +30,8 @@ class SqliteEngine(ThreadedStorageEngine):
     it survives the process being killed.
     """
 
+    exclusive = True
+
     _db: sqlite3.Connection
 
     def blocking_open(self) -> Stored:
