@@ -226,6 +226,8 @@ class Queue(Generic[T]):
         """
         while not self._window:
             self._check_can_get()
+            if self._count:  # the next items are in storage: make sure they are being read
+                self._run_storage()
             getter = self._loop.create_future()
             self._getters.append(getter)
             try:
@@ -238,6 +240,7 @@ class Queue(Generic[T]):
                     self._wakeup_next(self._getters)
                 raise
         item, record, batch = self._get()
+        batch.awaited_gets += 1
         try:
             await batch.stored()
         except asyncio.CancelledError:
@@ -274,6 +277,7 @@ class Queue(Generic[T]):
     def _give_back(self, record: Record, batch: _Batch) -> None:
         """Put the item of a get cancelled before its removal was sent back at the head."""
         batch.removals.remove(record.key)
+        batch.awaited_gets -= 1
         self._window.appendleft(record)
         self._count += 1
         self._wakeup_next(self._getters)
@@ -431,7 +435,12 @@ class Queue(Generic[T]):
         for each in failed:
             each.sent = True
             each.settle(exc)
-        self._unfinished_tasks = max(0, self._unfinished_tasks + self._stored_count - self._count)
+        # Failed puts' items are gone; items got with get_nowait() come back and will be
+        # marked done twice; items of failed get()s come back, never delivered.
+        undelivered = sum(each.awaited_gets for each in failed)
+        self._unfinished_tasks = max(
+            0, self._unfinished_tasks + self._stored_count - self._count - undelivered
+        )
         if self._unfinished_tasks == 0:
             self._finished.set()
         self._count, self._last_key = self._stored_count, self._stored_last_key
@@ -468,11 +477,12 @@ class Queue(Generic[T]):
 class _Batch:
     """Changes that will be stored together, and the callers waiting for them to be."""
 
-    __slots__ = ("appends", "done", "removals", "sent", "waiters")
+    __slots__ = ("appends", "awaited_gets", "done", "removals", "sent", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.appends: list[Record] = []
         self.removals: list[int] = []
+        self.awaited_gets = 0  # removals whose item is handed out only once they are stored
         self.sent = False  # handed to the engine: too late to change
         self.done: asyncio.Future[None] = loop.create_future()
         self.waiters: list[asyncio.Future[None]] = []
