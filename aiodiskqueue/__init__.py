@@ -7,6 +7,7 @@ from .engines import DbmEngine, PickledList, SqliteEngine
 from .exceptions import (
     AioDiskQueueError,
     QueueClosedError,
+    QueueCorruptedError,
     QueueEmpty,
     QueueFull,
     QueueLockedError,
@@ -14,17 +15,19 @@ from .exceptions import (
     SerializationError,
 )
 from .queues import Queue
-from .serializers import PickleSerializer, Serializer
+from .serializers import JsonSerializer, PickleSerializer, Serializer
 
 __version__ = "0.2.0"
 
 __all__ = [
     "AioDiskQueueError",
     "DbmEngine",
+    "JsonSerializer",
     "PickleSerializer",
     "PickledList",
     "Queue",
     "QueueClosedError",
+    "QueueCorruptedError",
     "QueueEmpty",
     "QueueFull",
     "QueueLockedError",

@@ -12,6 +12,7 @@ import sys
 __all__ = [
     "AioDiskQueueError",
     "QueueClosedError",
+    "QueueCorruptedError",
     "QueueEmpty",
     "QueueFull",
     "QueueLockedError",
@@ -46,6 +47,10 @@ class QueueShutDown(AioDiskQueueError, _AsyncioQueueShutDown):
 
 class QueueClosedError(AioDiskQueueError, RuntimeError):
     """Raised by a queue used after `Queue.close()`."""
+
+
+class QueueCorruptedError(AioDiskQueueError):
+    """Raised on opening a damaged queue with ``on_corruption="raise"``; nothing was changed."""
 
 
 class QueueLockedError(AioDiskQueueError):

@@ -8,12 +8,12 @@ import os
 import sys
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
-from .engines import DbmEngine, Record, StorageEngine
+from .engines import DbmEngine, OpenOptions, Record, StorageEngine
 from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown
 from .serializers import PickleSerializer, Serializer
 
@@ -25,6 +25,19 @@ T = TypeVar("T")
 
 EngineFactory = Callable[[str | os.PathLike[str]], StorageEngine]
 """An engine class, or any callable that makes an engine for a path."""
+
+Durability = Literal["process-crash", "power-loss"]
+"""What a returned `put()` or `get()` survives: the process being killed (the default), or
+also an operating-system crash or a power loss (each batch is flushed to the disk)."""
+
+Delivery = Literal["at-most-once", "at-least-once"]
+"""When a got item leaves storage: when `get()` returns it (the default), or when
+`task_done()` marks it done, so that an item in a consumer's hands when the process dies
+is delivered again after the restart."""
+
+_DURABILITIES = ("process-crash", "power-loss")
+_DELIVERIES = ("at-most-once", "at-least-once")
+_ON_CORRUPTION = ("recover", "raise")
 
 
 class Queue(Generic[T]):
@@ -68,6 +81,8 @@ class Queue(Generic[T]):
     _stored_last_key: int  # key of the newest item the engine holds
     _window: deque[Record]  # the first items of the queue
     _window_end: int  # every item with a key up to this is in the window or was taken
+    _at_least_once: bool
+    _unfinished_items: dict[int, asyncio.Task[Any] | None]  # got, not done: key -> getter
     _getters: deque[asyncio.Future[None]]
     _putters: deque[asyncio.Future[None]]
     _unfinished_tasks: int
@@ -92,6 +107,9 @@ class Queue(Generic[T]):
         *,
         serializer: Serializer[T] | None = None,
         readahead: int = 1000,
+        durability: Durability = "process-crash",
+        delivery: Delivery = "at-most-once",
+        on_corruption: Literal["recover", "raise"] = "recover",
     ) -> Queue[T]:
         """Open the queue stored at `path`, creating it if there is none.
 
@@ -99,21 +117,41 @@ class Queue(Generic[T]):
         items even if they are more, and `put()` waits until fewer remain.
         `cls_storage_engine` makes the engine for `path` (default: `DbmEngine`); pass an
         engine class, or e.g. ``functools.partial(DbmEngine, backend="dbm.dumb")``.
-        `serializer` turns items into bytes (default: `PickleSerializer`). `readahead` is
-        how many items from the head of the queue are kept in memory.
+        `serializer` turns items into bytes (default: `PickleSerializer`); a queue keeps
+        the name of its serializer and refuses to be opened with another. `readahead` is
+        how many items from the head of the queue are kept in memory. `durability` and
+        `delivery`: see `Durability` and `Delivery`. `on_corruption`: if the stored data
+        is damaged, "recover" keeps a backup of the files, logs a warning and opens the
+        queue with every item that could be read; "raise" raises `QueueCorruptedError`.
         """
         if readahead < 1:
             raise ValueError(f"readahead must be at least 1, not {readahead}")
+        _check_choice("durability", durability, _DURABILITIES)
+        _check_choice("delivery", delivery, _DELIVERIES)
+        _check_choice("on_corruption", on_corruption, _ON_CORRUPTION)
+        serializer = serializer or cast(Serializer[T], PickleSerializer())
+        options = OpenOptions(
+            fsync=durability == "power-loss",
+            on_corruption=on_corruption,
+            meta={"serializer": serializer.name},
+        )
         engine = (cls_storage_engine or DbmEngine)(path)
-        stored = await engine.open()
+        stored = await engine.open(options)
         try:
+            if stored.meta.get("serializer", serializer.name) != serializer.name:
+                raise ValueError(
+                    f"{path} holds items stored with the {stored.meta['serializer']!r} "
+                    f"serializer, not {serializer.name!r}"
+                )
             window = await engine.read(0, readahead)
         except BaseException:
             await engine.close()
             raise
         queue: Queue[T] = object.__new__(cls)
         queue._engine = engine
-        queue._serializer = serializer or PickleSerializer()
+        queue._serializer = serializer
+        queue._at_least_once = delivery == "at-least-once"
+        queue._unfinished_items = {}
         queue._maxsize = maxsize
         queue._readahead = readahead
         queue._loop = asyncio.get_running_loop()
@@ -240,6 +278,8 @@ class Queue(Generic[T]):
                     self._wakeup_next(self._getters)
                 raise
         item, record, batch = self._get()
+        if batch is None:  # at-least-once: the item stays stored until it is done
+            return item
         batch.awaited_gets += 1
         try:
             await batch.stored()
@@ -265,13 +305,17 @@ class Queue(Generic[T]):
             raise QueueEmpty
         return self._get()[0]
 
-    def _get(self) -> tuple[T, Record, _Batch]:
+    def _get(self) -> tuple[T, Record, _Batch | None]:
+        """Take the head item; return it, its record, and the batch storing its removal."""
         self._check_can_get()
         record = self._window[0]
         item = self._serializer.loads(record.data)  # before any change: a failure loses nothing
         self._window.popleft()
         self._count -= 1
         self._wakeup_next(self._putters)
+        if self._at_least_once:
+            self._unfinished_items[record.key] = asyncio.current_task()
+            return item, record, None
         return item, record, self._change(removal=record.key)
 
     def _give_back(self, record: Record, batch: _Batch) -> None:
@@ -292,17 +336,31 @@ class Queue(Generic[T]):
     def task_done(self) -> Awaitable[None]:
         """Mark an item got from the queue as processed.
 
-        Returns an awaitable that completes once that is stored (at once: marking an item
-        done changes nothing in storage). Raises `ValueError` if called more times than
-        there were items in the queue.
+        Returns an awaitable that completes once that is stored. With at-most-once
+        delivery there is nothing to store, so it is complete at once. With at-least-once
+        delivery, the item leaves storage now: the oldest item that the calling task got
+        and has not marked done, or, if it has none, the oldest such item of any task.
+        Raises `ValueError` if called more times than there were items in the queue.
         """
         self._check_open()
         if self._unfinished_tasks <= 0:
             raise ValueError("task_done() called too many times")
         self._task_finished()
+        if self._unfinished_items:
+            return _Stored(self._change(removal=self._take_unfinished_item()))
         done = self._loop.create_future()
         done.set_result(None)
         return done
+
+    def _take_unfinished_item(self) -> int:
+        """Forget and return the key of the item that a `task_done()` call finishes."""
+        task = asyncio.current_task()
+        key = next(
+            (key for key, getter in self._unfinished_items.items() if getter is task),
+            next(iter(self._unfinished_items)),
+        )
+        del self._unfinished_items[key]
+        return key
 
     def _task_finished(self) -> None:
         self._unfinished_tasks -= 1
@@ -435,15 +493,15 @@ class Queue(Generic[T]):
         for each in failed:
             each.sent = True
             each.settle(exc)
-        # Failed puts' items are gone; items got with get_nowait() come back and will be
-        # marked done twice; items of failed get()s come back, never delivered.
+        # Failed puts' items are gone; items got with get_nowait() or finished with
+        # task_done() come back and will be marked done twice; items of failed get()s come
+        # back, never delivered.
+        count = self._stored_count - len(self._unfinished_items)
         undelivered = sum(each.awaited_gets for each in failed)
-        self._unfinished_tasks = max(
-            0, self._unfinished_tasks + self._stored_count - self._count - undelivered
-        )
+        self._unfinished_tasks = max(0, self._unfinished_tasks + count - self._count - undelivered)
         if self._unfinished_tasks == 0:
             self._finished.set()
-        self._count, self._last_key = self._stored_count, self._stored_last_key
+        self._count, self._last_key = count, self._stored_last_key
         self._window.clear()
         self._window_end = 0  # read the window again
         self._wake_all()
@@ -467,7 +525,9 @@ class Queue(Generic[T]):
                 if not getter.done():
                     getter.set_exception(exc)
             return False
-        self._window.extend(records)
+        self._window.extend(
+            record for record in records if record.key not in self._unfinished_items
+        )
         self._window_end = records[-1].key if len(records) == limit else self._stored_last_key
         for _ in records:
             self._wakeup_next(self._getters)
@@ -553,3 +613,9 @@ def _cancel_again(task: asyncio.Task[Any]) -> None:
     # (`uncancel`) when it exits; then there is nothing left to deliver.
     if sys.version_info < (3, 11) or task.cancelling():
         task.cancel()
+
+
+def _check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        choices = " or ".join(map(repr, allowed))
+        raise ValueError(f"{name} must be {choices}, not {value!r}")

@@ -1,24 +1,30 @@
 """How items become the bytes that engines store, and back.
 
-A serializer is any object with `dumps(item) -> bytes` and `loads(data) -> item`. `Queue`
-calls `dumps` when an item is put, so an item that cannot be stored is refused at once,
-before anything changes, and `loads` when an item is handed out.
+A serializer is any object with a `name` and the methods `dumps(item) -> bytes` and
+`loads(data) -> item`. `Queue` calls `dumps` when an item is put, so an item that cannot
+be stored is refused at once, before anything changes, and `loads` when an item is handed
+out. A queue keeps its serializer's `name` and refuses to be opened with another one.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any, Protocol, TypeVar
 
 from .exceptions import SerializationError
 
-__all__ = ["PickleSerializer", "Serializer"]
+__all__ = ["JsonSerializer", "PickleSerializer", "Serializer"]
 
 T = TypeVar("T")
 
 
 class Serializer(Protocol[T]):
     """Turns items into bytes and back; `loads(dumps(item))` must equal `item`."""
+
+    @property
+    def name(self) -> str:
+        """Names the format, which a queue keeps: change it when the format changes."""
 
     def dumps(self, item: T) -> bytes:
         """Return `item` as bytes; raise `SerializationError` if it cannot be."""
@@ -30,9 +36,11 @@ class Serializer(Protocol[T]):
 class PickleSerializer:
     """Stores any picklable object with `pickle`'s highest protocol (the default).
 
-    Unpickling runs code chosen by whoever wrote the data: open only queue files that
-    you or your own programs wrote.
+    Unpickling runs code chosen by whoever wrote the data: a queue file written by someone
+    you do not trust can run anything when an item is got. Use `JsonSerializer` then.
     """
+
+    name = "pickle"
 
     def dumps(self, item: Any) -> bytes:
         try:
@@ -44,3 +52,24 @@ class PickleSerializer:
 
     def loads(self, data: bytes) -> Any:
         return pickle.loads(data)
+
+
+class JsonSerializer:
+    """Stores JSON values (dicts, lists, strings, numbers, booleans, None) as UTF-8 JSON.
+
+    Safe with queue files that someone else may have written: reading JSON runs no code.
+    Tuples come back as lists, as `json` does.
+    """
+
+    name = "json"
+
+    def dumps(self, item: Any) -> bytes:
+        try:
+            return json.dumps(item, ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"cannot store an item of type {type(item).__name__} as JSON: {exc}"
+            ) from exc
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)

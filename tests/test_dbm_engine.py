@@ -67,7 +67,7 @@ async def test_a_torn_last_index_line_is_dropped(
     with open(f"{path}.dir", "a", encoding="latin-1") as index:
         index.write("'page.99', (1")  # a crash while dbm.dumb appended a key
     with caplog.at_level(logging.INFO, logger="aiodiskqueue"):
-        assert await held(path) == (Stored(5, 5), records(1, 5))
+        assert await held(path) == (Stored(5, 5, {}), records(1, 5))
     assert "repaired" in caplog.text
 
 
@@ -81,7 +81,7 @@ async def test_an_unfinished_index_rewrite_is_completed_from_the_previous_index(
     index, previous = Path(f"{path}.dir"), Path(f"{path}.bak")
     index.replace(previous)
     index.write_text("")  # killed right after starting the rewrite
-    assert await held(path) == (Stored(5, 5), records(1, 5))
+    assert await held(path) == (Stored(5, 5, {}), records(1, 5))
 
 
 async def test_an_existing_queue_is_reopened_with_its_own_backend(path: Path) -> None:
@@ -152,7 +152,7 @@ async def test_a_failed_commit_leaves_the_stored_records_unchanged(
     monkeypatch.undo()
     assert await store.read(0, 100) == records(1, 3)
     await store.close()
-    assert await held(path) == (Stored(3, 3), records(1, 3))
+    assert await held(path) == (Stored(3, 3, {}), records(1, 3))
 
 
 async def test_a_damaged_record_is_dropped_with_a_backup_and_a_warning(

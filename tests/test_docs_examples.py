@@ -33,17 +33,3 @@ async def test_the_custom_engine_guide_example_keeps_a_queue_across_reopens(
     async with await Queue.create(path, cls_storage_engine=engine) as queue:
         assert [await queue.get() for _ in range(4)] == [1, 2, 3, 4]
         assert queue.empty()
-
-
-async def test_the_custom_engine_guide_example_reads_a_put_back_record_first(
-    tmp_path: Path,
-) -> None:
-    engine = load_example("memory_engine").MemoryEngine(tmp_path / "jobs")  # type: ignore[attr-defined]
-    from aiodiskqueue.engines import Record
-
-    await engine.open()
-    await engine.commit([Record(1, b"a"), Record(2, b"b"), Record(3, b"c")], [])
-    await engine.commit([], [1, 2])
-    await engine.commit([Record(2, b"b")], [])
-    assert await engine.read(0, 10) == [Record(2, b"b"), Record(3, b"c")]
-    await engine.close()

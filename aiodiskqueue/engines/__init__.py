@@ -5,7 +5,14 @@
 subclass `ThreadedStorageEngine` (or `StorageEngine`): see the guide in the documentation.
 """
 
-from .base import FifoStorageEngine, Record, StorageEngine, Stored, ThreadedStorageEngine
+from .base import (
+    FifoStorageEngine,
+    OpenOptions,
+    Record,
+    StorageEngine,
+    Stored,
+    ThreadedStorageEngine,
+)
 from .dbm import DbmEngine
 from .pickled_list import PickledList
 from .sqlite import SqliteEngine
@@ -13,6 +20,7 @@ from .sqlite import SqliteEngine
 __all__ = [
     "DbmEngine",
     "FifoStorageEngine",
+    "OpenOptions",
     "PickledList",
     "Record",
     "SqliteEngine",

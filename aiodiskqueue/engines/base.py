@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from ._worker import Worker
 from .locking import QueueLock
 
-__all__ = ["FifoStorageEngine", "Record", "StorageEngine", "Stored", "ThreadedStorageEngine"]
+__all__ = [
+    "FifoStorageEngine",
+    "OpenOptions",
+    "Record",
+    "StorageEngine",
+    "Stored",
+    "ThreadedStorageEngine",
+]
 
 BACKUP_SUFFIX = ".bak"
 
@@ -38,6 +46,24 @@ class Record(NamedTuple):
     """The item, serialised."""
 
 
+@dataclass(frozen=True)
+class OpenOptions:
+    """What `Queue` asks of an engine when it opens it."""
+
+    fsync: bool = False
+    """Make a commit survive an operating-system crash or a power loss, not only the process
+    being killed: flush it to the disk (and the directory, when files are created or
+    renamed) before `commit()` returns."""
+    on_corruption: Literal["recover", "raise"] = "recover"
+    """What to do with data that cannot be read: keep a backup and go on with what can be
+    read (see `recovery.damaged`), or raise `QueueCorruptedError` and change nothing."""
+    meta: Mapping[str, str] = field(default_factory=dict)
+    """Facts about the queue to keep with it, written once, when the store is created."""
+
+
+DEFAULT_OPTIONS = OpenOptions()
+
+
 class Stored(NamedTuple):
     """What an engine holds when it is opened."""
 
@@ -45,6 +71,8 @@ class Stored(NamedTuple):
     """How many records it holds."""
     last_key: int
     """Number new records from `last_key + 1`: at least the greatest key it holds (0 if none)."""
+    meta: Mapping[str, str]
+    """The `OpenOptions.meta` that the store was created with."""
 
 
 class StorageEngine(abc.ABC):
@@ -52,18 +80,18 @@ class StorageEngine(abc.ABC):
 
     The contract, which `Queue` relies on and every engine must keep:
 
-    - `open()` makes the stored records available, creating an empty store if there is
-      none, and says how many there are. Data that cannot be read is never silently
-      dropped: keep the damaged file beside it (see `recovery.keep_backup`) and log it.
+    - `open(options)` makes the stored records available, creating an empty store (with
+      `options.meta`) if there is none, and says what it holds. Data that cannot be read
+      is never silently dropped: hand it to `recovery.damaged`, which keeps a backup and
+      logs it, or raises, as `options.on_corruption` asks.
     - `read(after, limit)` returns up to `limit` stored records with keys greater than
       `after`, in key order. It never returns a removed record.
-    - `commit(appends, removals)` stores `appends` and removes the records whose keys are
-      in `removals` (which may name records in `appends`), all or nothing: when it returns,
-      the whole change has been handed to the operating system, so it survives the process
-      being killed; when it raises, the stored records are as they were before the call.
-      An appended record's key is greater than every key stored before, except for a
-      record put back at the head (its `get()` was cancelled after its removal was
-      stored), whose key is lower than every key stored.
+    - `commit(appends, removals)` stores `appends`, whose keys are greater than every key
+      stored before, and removes the records whose keys are in `removals` (which may name
+      records in `appends`), all or nothing: when it returns, the whole change has been
+      handed to the operating system, so it survives the process being killed (with
+      `options.fsync`: it is on the disk); when it raises, the stored records are as they
+      were before the call.
     - `close()` releases files and connections. It is called once, after the last commit.
 
     Every call may block only in a thread of the engine's own, never on the event loop.
@@ -81,7 +109,7 @@ class StorageEngine(abc.ABC):
         return f"{type(self).__name__}({str(self.path)!r})"
 
     @abc.abstractmethod
-    async def open(self) -> Stored:
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
         """Open or create the store and say what it holds."""
 
     @abc.abstractmethod
@@ -105,7 +133,8 @@ class ThreadedStorageEngine(StorageEngine):
     """An engine written as blocking code, which runs in a thread that the engine owns.
 
     Subclasses implement `blocking_open`, `blocking_read`, `blocking_commit` and
-    `blocking_close` with the contract of `StorageEngine`'s methods of the same name. They
+    `blocking_close` with the contract of `StorageEngine`'s methods of the same name; the
+    options given to `open()` are in `self.options`. They
     all run in one thread, in the order `Queue` calls them, so they need no locks. The thread
     is a daemon: it never keeps the interpreter from exiting.
 
@@ -114,10 +143,12 @@ class ThreadedStorageEngine(StorageEngine):
     """
 
     exclusive = False
+    options = DEFAULT_OPTIONS
     _worker: Worker | None = None
     _lock: QueueLock | None = None
 
-    async def open(self) -> Stored:
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
+        self.options = options
         self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
         try:
             return await self._worker.call(self._lock_and_open)

@@ -46,10 +46,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-from . import framing
+from . import framing, recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import PRIVATE_MODE, write_atomically
-from .recovery import keep_backup
 
 __all__ = ["DbmEngine"]
 
@@ -102,9 +101,9 @@ class DbmEngine(ThreadedStorageEngine):
             MutableMapping[bytes, bytes], module.open(str(self.path), "c", PRIVATE_MODE)
         )
         logger.debug("opened %s with backend %s", self.path, self.backend)
-        self._check_meta()
+        meta = self._check_meta()
         self._load()
-        return Stored(size=self._state.count, last_key=self._state.last_key)
+        return Stored(size=self._state.count, last_key=self._state.last_key, meta=meta)
 
     def _choose_backend(self) -> str:
         if Path(f"{self.path}.dat").exists():
@@ -118,17 +117,24 @@ class DbmEngine(ThreadedStorageEngine):
             raise ValueError(f"{self.path} is a {found} database, not {self.backend}")
         return found
 
-    def _check_meta(self) -> None:
-        meta = self._db.get(_META_KEY)
-        if meta is None:
+    def _check_meta(self) -> dict[str, str]:
+        """Return the queue's meta, written now if the database is new."""
+        value = self._db.get(_META_KEY)
+        if value is None:
             if len(self._db):
                 raise ValueError(f"{self.path} is a dbm database of something else")
-            content = {"format": _FORMAT, "version": _VERSION, "backend": self.backend}
+            content: dict[str, Any] = {
+                "format": _FORMAT,
+                "version": _VERSION,
+                "backend": self.backend,
+                "meta": dict(self.options.meta),
+            }
             self._db[_META_KEY] = json.dumps(content).encode()
-            return
-        content = json.loads(meta)
-        if content.get("format") != _FORMAT or content.get("version") != _VERSION:
-            raise ValueError(f"{self.path} is not a DbmEngine queue of format version {_VERSION}")
+        else:
+            content = json.loads(value)
+            if content.get("format") != _FORMAT or content.get("version") != _VERSION:
+                raise ValueError(f"{self.path} is not a DbmEngine queue of version {_VERSION}")
+        return {str(name): str(value) for name, value in content["meta"].items()}
 
     def _load(self) -> None:
         states, pages = [], []
@@ -202,7 +208,7 @@ class DbmEngine(ThreadedStorageEngine):
         state = state.advanced(self._generation)
         files = [self.path, *(Path(f"{self.path}{suffix}") for suffix in (".dat", ".dir", ".db"))]
         problem = f"{len(missing)} record(s) missing or damaged" if missing else "no state record"
-        keep_backup(*files, recovered=state.count, problem=problem)
+        recovery.damaged(self.options, *files, recovered=state.count, problem=problem)
         self._write_state(state)
         self._state = state
 
@@ -252,11 +258,7 @@ class DbmEngine(ThreadedStorageEngine):
         self._adopt(pages)
 
     def _paginate(self, appends: Sequence[Record]) -> list[_Page]:
-        """Return the pages to write for `appends`: a new tail page, then new pages.
-
-        A record put back at the head whose page is still live needs no page: its bytes are
-        still there, and the new state takes it back. Otherwise it gets a page of its own.
-        """
+        """Return the pages to write for `appends`: a new tail page, then new pages."""
         pages: list[_Page] = []
         free = list(self._free)
         if self._pages:
@@ -264,25 +266,14 @@ class DbmEngine(ThreadedStorageEngine):
             pages.append(_Page(tail.slot, self._generation, tail.first_key, tail.last_key))
             pages[0].frames = bytearray(self._tail)
         for record in appends:
-            if record.key < self._state.head and self._holds(record.key):
-                continue
             frame = framing.frame(record)
-            page = pages[-1] if pages else None
-            if (
-                page is None
-                or page.last_key + 1 != record.key
-                or not page.fits(len(frame), self._slots[page.slot])
-            ):
+            if not pages or not pages[-1].fits(len(frame), self._slots[pages[-1].slot]):
                 slot = self._take_slot(free, _PAGE_HEADER.size + len(frame))
                 pages.append(_Page(slot, self._generation, record.key, record.key - 1))
             pages[-1].add(frame, record.key)
         if self._pages and len(pages[0].frames) == len(self._tail):  # the tail is unchanged
             pages.pop(0)
         return pages
-
-    def _holds(self, key: int) -> bool:
-        """True if a live page holds `key` (removed or not)."""
-        return bool(self._pages) and self._pages[0].first_key <= key <= self._pages[-1].last_key
 
     def _take_slot(self, free: list[int], needed: int) -> int:
         for index, slot in enumerate(free):
@@ -294,18 +285,13 @@ class DbmEngine(ThreadedStorageEngine):
 
     def _adopt(self, pages: list[_Page]) -> None:
         """Make the written `pages` live and free the slots of fully removed pages."""
-        put_back = []
         for page in pages:
             if self._pages and self._pages[-1].slot == page.slot:
                 self._pages[-1] = page
-                continue
-            with contextlib.suppress(ValueError):
-                self._free.remove(page.slot)
-            if self._pages and page.first_key < self._pages[0].first_key:
-                put_back.append(page)
             else:
+                with contextlib.suppress(ValueError):
+                    self._free.remove(page.slot)
                 self._pages.append(page)
-        self._pages.extendleft(sorted(put_back, key=lambda page: page.first_key, reverse=True))
         while self._pages and self._pages[0].last_key < self._state.head:
             self._free.append(self._pages.popleft().slot)
         self._tail = self._pages[-1].frames if self._pages else bytearray()
@@ -341,14 +327,10 @@ class _State:
         self, generation: int, appends: Sequence[Record] = (), removals: Sequence[int] = ()
     ) -> _State:
         head, removed = self.head, self.removed | set(removals)
-        put_back = {record.key for record in appends if record.key < head}
-        if put_back:  # the keys between them and the old head stay removed
-            removed |= set(range(min(put_back), head)) - put_back
-            head = min(put_back)
         while head in removed:
             removed.remove(head)
             head += 1
-        last_key = max([self.last_key, *(record.key for record in appends)])
+        last_key = appends[-1].key if appends else self.last_key
         return _State(generation, head, last_key, removed)
 
     def encode(self) -> bytes:

@@ -14,9 +14,9 @@ import logging
 import pickle
 from collections.abc import Sequence
 
+from . import recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import write_atomically
-from .recovery import keep_backup
 
 __all__ = ["PickledList"]
 
@@ -36,24 +36,27 @@ class PickledList(ThreadedStorageEngine):
 
     exclusive = True
 
+    _meta: dict[str, str]
     _records: list[Record]
 
     def blocking_open(self) -> Stored:
+        self._meta = dict(self.options.meta)
         try:
             content = self.path.read_bytes()
         except FileNotFoundError:
             self._records = []
-            write_atomically(self.path, _dump(self._records))
+            write_atomically(self.path, _dump(self._meta, self._records))
         else:
             try:
-                self._records = _load(content)
+                self._meta, self._records = _load(content)
             except Exception as exc:  # unpickling damaged bytes can raise almost anything
-                keep_backup(self.path, recovered=0, problem=f"{type(exc).__name__}: {exc}")
+                problem = f"{type(exc).__name__}: {exc}"
+                recovery.damaged(self.options, self.path, recovered=0, problem=problem)
                 self._records = []
-                write_atomically(self.path, _dump(self._records))
+                write_atomically(self.path, _dump(self._meta, self._records))
         logger.debug("opened %s with %d record(s)", self.path, len(self._records))
         last_key = self._records[-1].key if self._records else 0
-        return Stored(size=len(self._records), last_key=last_key)
+        return Stored(size=len(self._records), last_key=last_key, meta=self._meta)
 
     def blocking_read(self, after: int, limit: int) -> list[Record]:
         start = bisect.bisect_right(self._records, after, key=lambda record: record.key)
@@ -62,24 +65,24 @@ class PickledList(ThreadedStorageEngine):
     def blocking_commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
         removed = set(removals)
         records = [record for record in (*self._records, *appends) if record.key not in removed]
-        records.sort(key=lambda record: record.key)  # a record put back goes to the head
-        write_atomically(self.path, _dump(records))
+        write_atomically(self.path, _dump(self._meta, records))
         self._records = records
 
     def blocking_close(self) -> None:
         self._records = []
 
 
-def _dump(records: list[Record]) -> bytes:
+def _dump(meta: dict[str, str], records: list[Record]) -> bytes:
     plain = [(record.key, record.data) for record in records]
-    content = {"format": _FORMAT, "version": _VERSION, "records": plain}
+    content = {"format": _FORMAT, "version": _VERSION, "meta": meta, "records": plain}
     return pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _load(content: bytes) -> list[Record]:
+def _load(content: bytes) -> tuple[dict[str, str], list[Record]]:
     loaded = pickle.loads(content)
     if not (isinstance(loaded, dict) and loaded.get("format") == _FORMAT):
         raise ValueError("not a PickledList queue file")
     if loaded.get("version") != _VERSION:
         raise ValueError(f"unsupported PickledList format version {loaded.get('version')!r}")
-    return [Record(int(key), bytes(data)) for key, data in loaded["records"]]
+    records = [Record(int(key), bytes(data)) for key, data in loaded["records"]]
+    return dict(loaded["meta"]), records

@@ -1,4 +1,4 @@
-"""Keeping damaged queue files: an engine never silently empties a file it cannot read."""
+"""Damaged queue files: an engine never silently drops data it cannot read."""
 
 from __future__ import annotations
 
@@ -7,9 +7,22 @@ import logging
 import shutil
 from pathlib import Path
 
-from .base import BACKUP_SUFFIX
+from ..exceptions import QueueCorruptedError
+from .base import BACKUP_SUFFIX, OpenOptions
 
 logger = logging.getLogger(__name__)
+
+
+def damaged(options: OpenOptions, *paths: Path, recovered: int, problem: str) -> None:
+    """Deal with a store that cannot be read in full, as `options.on_corruption` asks.
+
+    Call it before changing anything. With "raise", raise `QueueCorruptedError` naming the
+    file and the problem. With "recover", keep a backup of every file in `paths` and log a
+    warning that says what was recovered; the engine then goes on with what it could read.
+    """
+    if options.on_corruption == "raise":
+        raise QueueCorruptedError(f"{paths[0]} is damaged: {problem}")
+    keep_backup(*paths, recovered=recovered, problem=problem)
 
 
 def keep_backup(*paths: Path, recovered: int, problem: str) -> list[Path]:

@@ -12,15 +12,18 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
+from . import recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import create_private
-from .recovery import keep_backup
 
 __all__ = ["SqliteEngine"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS queue (key INTEGER PRIMARY KEY, data BLOB NOT NULL)"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (key INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
 
 
 class SqliteEngine(ThreadedStorageEngine):
@@ -38,15 +41,19 @@ class SqliteEngine(ThreadedStorageEngine):
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            keep_backup(self.path, recovered=0, problem=str(exc))
+            recovery.damaged(self.options, self.path, recovered=0, problem=str(exc))
             for suffix in ("", "-wal", "-shm"):
                 self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
             self._db = self._connect()
         count, last_key = self._db.execute(
             "SELECT count(*), coalesce(max(key), 0) FROM queue"
         ).fetchone()
+        self._db.executemany(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", self.options.meta.items()
+        )
+        meta = dict(self._db.execute("SELECT name, value FROM meta"))
         logger.debug("opened %s with %d record(s)", self.path, count)
-        return Stored(size=count, last_key=last_key)
+        return Stored(size=count, last_key=last_key, meta=meta)
 
     def _connect(self) -> sqlite3.Connection:
         create_private(self.path)  # SQLite gives its -wal and -shm files the same mode
@@ -54,7 +61,7 @@ class SqliteEngine(ThreadedStorageEngine):
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
         except BaseException:
             db.close()
             raise
