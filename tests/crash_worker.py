@@ -1,10 +1,11 @@
 """The program that the crash tests kill: it puts and gets as fast as it can, and logs each call.
 
-Run as ``python crash_worker.py PATH ENGINE ROUND LOG``. Two producers put the items
-``"<round>-<producer>-<number>"`` with numbers counting up from 0; one consumer gets. Each
-call that returned is logged with one unbuffered `os.write` of one line (``P item`` or
-``G item``), so a SIGKILL never leaves a line half written. It prints ``started`` once the
-queue is open, and runs until it is killed.
+Run as ``python crash_worker.py PATH ENGINE DELIVERY ROUND LOG``. Two producers put the items
+``"<round>-<producer>-<number>"`` with numbers counting up from 0; one consumer gets them,
+and with at-least-once delivery also marks each done. Each call that returned is logged
+with one unbuffered `os.write` of one line (``P item``, ``G item``, ``D item``), so a
+SIGKILL never leaves a line half written. It prints ``started`` once the queue is open,
+and runs until it is killed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from conftest import ENGINES
 from aiodiskqueue import Queue
 
 
-async def main(path: str, engine: str, round_number: int, log: int) -> None:
-    queue: Queue[str] = await Queue.create(path, cls_storage_engine=ENGINES[engine])
+async def main(path: str, engine: str, delivery: str, round_number: int, log: int) -> None:
+    queue: Queue[str] = await Queue.create(
+        path,
+        cls_storage_engine=ENGINES[engine],
+        delivery=delivery,  # type: ignore[arg-type]
+    )
 
     async def produce(producer: int) -> None:
         number = 0
@@ -33,12 +38,15 @@ async def main(path: str, engine: str, round_number: int, log: int) -> None:
         while True:
             item = await queue.get()
             os.write(log, f"G {item}\n".encode())
+            if delivery == "at-least-once":
+                await queue.task_done()
+                os.write(log, f"D {item}\n".encode())
 
     print("started", flush=True)
     await asyncio.gather(produce(0), produce(1), consume())
 
 
 if __name__ == "__main__":
-    path, engine, round_number, log_path = sys.argv[1:]
+    path, engine, delivery, round_number, log_path = sys.argv[1:]
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    asyncio.run(main(path, engine, int(round_number), log))
+    asyncio.run(main(path, engine, delivery, int(round_number), log))
