@@ -377,7 +377,8 @@ class Queue(Generic[T]):
 
         Waiting putters raise `QueueShutDown`; getters do once the queue is empty. With
         `immediate`, getters raise at once and the items left count as done for `join()`;
-        they stay stored for the next time the queue is opened.
+        they stay stored for the next time the queue is opened, and `qsize()` still counts
+        them (where `asyncio.Queue` would drop them and report 0).
         """
         self._is_shutdown = True
         if immediate:
