@@ -14,7 +14,7 @@ from .exceptions import (
     QueueShutDown,
     SerializationError,
 )
-from .queues import Queue
+from .queues import Delivery, Durability, OnCorruption, Queue
 from .serializers import JsonSerializer, PickleSerializer, Serializer
 
 __version__ = "0.2.0"
@@ -22,7 +22,10 @@ __version__ = "0.2.0"
 __all__ = [
     "AioDiskQueueError",
     "DbmEngine",
+    "Delivery",
+    "Durability",
     "JsonSerializer",
+    "OnCorruption",
     "PickleSerializer",
     "PickledList",
     "Queue",

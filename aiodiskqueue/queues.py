@@ -8,16 +8,16 @@ import os
 import sys
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import suppress
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 from .engines import DbmEngine, OpenOptions, Record, StorageEngine
 from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown
 from .serializers import PickleSerializer, Serializer
 
-__all__ = ["Queue"]
+__all__ = ["Delivery", "Durability", "OnCorruption", "Queue"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ Delivery = Literal["at-most-once", "at-least-once"]
 `task_done()` marks it done, so that an item in a consumer's hands when the process dies
 is delivered again after the restart."""
 
-_DURABILITIES = ("process-crash", "power-loss")
-_DELIVERIES = ("at-most-once", "at-least-once")
-_ON_CORRUPTION = ("recover", "raise")
+OnCorruption = Literal["recover", "raise"]
+"""What opening a damaged queue does: keep a backup, log it and go on with every item that
+could be read; or raise `QueueCorruptedError` and change nothing."""
 
 
 class Queue(Generic[T]):
@@ -109,7 +109,7 @@ class Queue(Generic[T]):
         readahead: int = 1000,
         durability: Durability = "process-crash",
         delivery: Delivery = "at-most-once",
-        on_corruption: Literal["recover", "raise"] = "recover",
+        on_corruption: OnCorruption = "recover",
     ) -> Queue[T]:
         """Open the queue stored at `path`, creating it if there is none.
 
@@ -120,15 +120,13 @@ class Queue(Generic[T]):
         `serializer` turns items into bytes (default: `PickleSerializer`); a queue keeps
         the name of its serializer and refuses to be opened with another. `readahead` is
         how many items from the head of the queue are kept in memory. `durability` and
-        `delivery`: see `Durability` and `Delivery`. `on_corruption`: if the stored data
-        is damaged, "recover" keeps a backup of the files, logs a warning and opens the
-        queue with every item that could be read; "raise" raises `QueueCorruptedError`.
+        `delivery` and `on_corruption`: see `Durability`, `Delivery` and `OnCorruption`.
         """
         if readahead < 1:
             raise ValueError(f"readahead must be at least 1, not {readahead}")
-        _check_choice("durability", durability, _DURABILITIES)
-        _check_choice("delivery", delivery, _DELIVERIES)
-        _check_choice("on_corruption", on_corruption, _ON_CORRUPTION)
+        _check_choice("durability", durability, Durability)
+        _check_choice("delivery", delivery, Delivery)
+        _check_choice("on_corruption", on_corruption, OnCorruption)
         serializer = serializer or cast(Serializer[T], PickleSerializer())
         options = OpenOptions(
             fsync=durability == "power-loss",
@@ -616,7 +614,8 @@ def _cancel_again(task: asyncio.Task[Any]) -> None:
         task.cancel()
 
 
-def _check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
+def _check_choice(name: str, value: object, choices: object) -> None:
+    allowed = get_args(choices)
     if value not in allowed:
-        choices = " or ".join(map(repr, allowed))
-        raise ValueError(f"{name} must be {choices}, not {value!r}")
+        names = " or ".join(map(repr, allowed))
+        raise ValueError(f"{name} must be {names}, not {value!r}")
