@@ -1,100 +1,112 @@
-"""Throughput benchmark of aiodiskqueue's storage engines.
+"""Throughput, memory and latency benchmark of aiodiskqueue's storage engines.
 
-Runs the load profiles of the original aiodiskqueue against each engine and item count, and
-reports puts plus gets per second, the peak RSS, the bytes on disk per item, the worst event
-loop lag and whether every item came out exactly once.
+Runs the load profiles of the original aiodiskqueue against each engine, durability level,
+commit mode and item count, and reports puts plus gets per second, the peak RSS, the bytes
+on disk per item, the worst event loop lag and whether every item came out exactly once.
+The ``fill`` profile puts every item, closes the queue, and reopens and drains it in a
+fresh process. Reference rows (an in-memory asyncio.Queue, a plain file append) show what
+the figures can be held against.
 
 Run it with the Python whose aiodiskqueue you want to measure (3.10 or newer), from a directory
 where a source checkout does not shadow the installed package::
 
     python measurements/run.py --quick
-    python measurements/run.py --profiles minimal,medium,heavy --items 1000,10000,100000
+    python measurements/run.py --full
+    python measurements/run.py --items 100000 --durability power-loss --commit group,per-item
     python measurements/run.py --engines SqliteEngine --label "aiodiskqueue 0.1.2"
 
-Each row (engine, profile, item count) runs in a fresh child process, this script in its hidden
-``--one`` mode, with a fresh temporary directory: so the peak RSS belongs to that row alone, and
-a row that exceeds ``--timeout`` is killed and reported as TIMEOUT while the others go on.
-Rows are appended to a CSV file, so runs of different versions can be combined; the chart is
-redrawn from the whole file. The exit status is 1 if any row did not come out "ok".
+Each row runs in a fresh child process (two for ``fill``), this script in its hidden
+``--one`` mode, with a fresh temporary directory: so the peak RSS belongs to that row alone,
+and a row that exceeds ``--timeout`` is killed and reported as TIMEOUT while the others go
+on; the larger counts of the same series are then skipped. Rows are appended to a CSV file,
+so runs of different versions can be combined; the chart is redrawn from the whole file.
+The exit status is 1 if any row did not come out "ok".
 
-Only the API that aiodiskqueue 0.1.2 also has is used, so one script compares releases.
+Only the API that aiodiskqueue 0.1.2 also has is used, and options it lacks are passed only
+when asked for, so one script compares releases; rows a release cannot run are skipped
+with a note.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import csv
-import inspect
-import itertools
 import json
-import random
-import resource
-import string
 import subprocess
 import sys
 import tempfile
-import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-import aiodiskqueue
-from aiodiskqueue import Queue, engines
+import chart
+from workload import (
+    DEFAULT_DURABILITY,
+    FILE_APPEND,
+    FILE_APPEND_HOP,
+    FILL,
+    GROUP_COMMIT,
+    MEMORY_QUEUE,
+    PER_ITEM_COMMIT,
+    PROFILES,
+    Job,
+    Measurement,
+    measure,
+    supports,
+)
 
 ENGINE_NAMES = ("DbmEngine", "PickledList", "SqliteEngine")
-ITEM_LENGTH = 256
-LAG_PROBE_SECONDS = 0.001
-STALL_SECONDS = 30.0
+DEFAULT_ENGINE = "DbmEngine"
+DURABILITIES = (DEFAULT_DURABILITY, "power-loss")
+COMMITS = (GROUP_COMMIT, PER_ITEM_COMMIT)
+REFERENCE_NAMES = {
+    "asyncio.Queue": MEMORY_QUEUE,
+    "file-append": FILE_APPEND,
+    "file-append-hop": FILE_APPEND_HOP,
+}
+FILE_REFERENCE_PROFILE = "loop"  # the file references are a plain loop, not a profile
+NOT_APPLICABLE = "-"
+QUICK_ITEMS = 2000
+FULL_ITEMS = (1000, 10_000, 100_000, 1_000_000)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HEADERS = (
     "label",
     "engine",
+    "durability",
+    "commit",
     "profile",
     "items",
     "seconds",
     "ops/s",
     "peak RSS MB",
     "bytes/item",
-    "worst loop lag ms",
+    "loop lag ms",
+    "reopen s",
+    "reopen RSS MB",
+    "drain ops/s",
     "exactly-once",
 )
-NUMERIC_HEADERS = frozenset(HEADERS[3:9])
-LINE_STYLES = ("-", "--", ":", "-.")
+NUMERIC_HEADERS = frozenset(HEADERS[5:14])
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Profile:
-    """How many tasks put items into the queue and how many get them out, concurrently."""
+class Spec:
+    """What a row measures."""
 
-    producers: int
-    consumers: int
+    engine: str
+    durability: str
+    commit: str
+    profile: str
+    items: int
 
-
-PROFILES = {
-    "minimal": Profile(producers=1, consumers=1),
-    "medium": Profile(producers=5, consumers=1),
-    "heavy": Profile(producers=20, consumers=2),
-    "producers": Profile(producers=2, consumers=0),
-    "consumers": Profile(producers=0, consumers=2),
-}
-
-
-@dataclass
-class Measurement:
-    """What one child process measured; every number is None when the row did not finish."""
-
-    seconds: float | None = None
-    ops_per_s: float | None = None
-    peak_rss_mb: float | None = None
-    bytes_per_item: float | None = None
-    worst_loop_lag_ms: float | None = None
-    exactly_once: str = ""
+    @property
+    def series(self) -> Spec:
+        """The row with its item count left out: rows that differ in count only."""
+        return replace(self, items=0)
 
 
 @dataclass
@@ -102,9 +114,7 @@ class Row:
     """One line of the results table."""
 
     label: str
-    engine: str
-    profile: str
-    items: int
+    spec: Spec
     measurement: Measurement
 
     @property
@@ -112,212 +122,83 @@ class Row:
         return self.measurement.exactly_once == "ok"
 
 
-# --- the measurement, run in a child process ---------------------------------------------
+# --- which rows to run ----------------------------------------------------------------------
 
 
-class Delivery:
-    """Checks that every put item comes out exactly once as items come out, keeping none of
-    the items gotten: the peak RSS should show the queue's memory, not the benchmark's."""
-
-    def __init__(self, items: list[str]) -> None:
-        self.expected = len(items)
-        self.gotten = 0
-        self._unseen = set(items)
-        self._extra = 0
-
-    def record(self, item: str) -> None:
-        self.gotten += 1
-        if item in self._unseen:
-            self._unseen.remove(item)
-        else:
-            self._extra += 1
-
-    def verdict(self) -> str:
-        if not self._unseen and not self._extra:
-            return "ok"
-        return f"FAILED: {len(self._unseen)} missing, {self._extra} extra of {self.expected}"
+def plan(args: argparse.Namespace) -> list[Spec]:
+    """The rows the options ask for, each series in increasing item count."""
+    if args.quick:
+        return quick_plan()
+    counts = sorted(args.items)
+    specs = [
+        Spec(engine, durability, commit, profile, count)
+        for engine in args.engines
+        for durability in args.durability
+        for commit in args.commit
+        for profile in args.profiles
+        for count in counts
+    ]
+    return specs + reference_plan(args.references, args.durability, args.profiles, counts)
 
 
-class Consumers:
-    """Tasks that get items until as many came out as were put. The one that gets the last
-    item cancels the others, which can then only be waiting for an item that will not come.
-    A watchdog stops them all if no item comes for STALL_SECONDS, so lost items are reported
-    as missing instead of leaving the consumers waiting forever."""
-
-    def __init__(self, queue: Queue[str], delivery: Delivery, count: int) -> None:
-        self._queue = queue
-        self._delivery = delivery
-        self.tasks = [asyncio.create_task(self._consume()) for _ in range(count)]
-        if count:
-            self.tasks.append(asyncio.create_task(self._watch()))
-
-    async def _consume(self) -> None:
-        while self._delivery.gotten < self._delivery.expected:
-            self._delivery.record(await self._queue.get())
-            await mark_done(self._queue)
-        self._stop_others()
-
-    async def _watch(self) -> None:
-        seen = -1
-        while self._delivery.gotten != seen:
-            seen = self._delivery.gotten
-            await asyncio.sleep(STALL_SECONDS)
-        self._stop_others()
-
-    def _stop_others(self) -> None:
-        for task in self.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
+def reference_plan(
+    references: Sequence[str],
+    durabilities: Sequence[str],
+    profiles: Sequence[str],
+    counts: list[int],
+) -> list[Spec]:
+    """The in-memory queue runs the same profiles (it has no durability and no commit);
+    the file appends are one loop whatever the profile, at each durability level."""
+    specs = []
+    load_profiles = [profile for profile in profiles if profile != FILL]
+    for reference in references:
+        if reference == MEMORY_QUEUE:
+            specs += [
+                Spec(reference, NOT_APPLICABLE, NOT_APPLICABLE, profile, count)
+                for profile in load_profiles
+                for count in counts
+            ]
+        elif load_profiles:
+            specs += [
+                Spec(reference, durability, PER_ITEM_COMMIT, FILE_REFERENCE_PROFILE, count)
+                for durability in durabilities
+                for count in counts
+            ]
+    return specs
 
 
-class LoopLag:
-    """The worst lateness of a short sleep: how long the event loop was kept from a task."""
-
-    def __init__(self) -> None:
-        self.worst_ms = 0.0
-        # Due from the start: the probe's first sleep begins only once the loop lets it run.
-        self._due = time.perf_counter() + LAG_PROBE_SECONDS
-
-    async def probe(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.0, self._due - time.perf_counter()))
-            self.record_lateness()
-            self._due = time.perf_counter() + LAG_PROBE_SECONDS
-
-    def record_lateness(self) -> None:
-        self.worst_ms = max(self.worst_ms, (time.perf_counter() - self._due) * 1000)
-
-
-@contextlib.asynccontextmanager
-async def watching_loop_lag() -> AsyncIterator[LoopLag]:
-    lag = LoopLag()
-    probe = asyncio.create_task(lag.probe())
-    try:
-        yield lag
-    finally:
-        probe.cancel()
-        # A probe still asleep when the row ends may be overdue: a loop blocked throughout
-        # would otherwise look like no lag at all.
-        lag.record_lateness()
-
-
-def make_items(count: int) -> list[str]:
-    """Distinct strings of ITEM_LENGTH: a counter keeps them unique, random letters fill up."""
-    items = []
-    for number in range(count):
-        prefix = f"{number}-"
-        filler = random.choices(string.ascii_letters, k=ITEM_LENGTH - len(prefix))
-        items.append(prefix + "".join(filler))
-    return items
-
-
-def split(items: list[str], parts: int) -> list[list[str]]:
-    return [items[start::parts] for start in range(parts)]
-
-
-async def mark_done(queue: Queue[str]) -> None:
-    # 0.1.2's task_done is a coroutine function, asyncio.Queue's is a plain method.
-    done = queue.task_done()
-    if inspect.isawaitable(done):
-        await done
-
-
-async def put_all(queue: Queue[str], items: list[str]) -> None:
-    for item in items:
-        await queue.put(item)
-
-
-async def wait_for_all(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait until every task is done or cancelled. If one fails, cancel the rest and raise its
-    error, so that a failure cannot leave the others waiting forever (TaskGroup needs 3.11)."""
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in pending:
-        task.cancel()
-    for task in done:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            raise error
-
-
-async def run_workers(
-    queue: Queue[str], items: list[str], profile: Profile, delivery: Delivery
-) -> None:
-    """Run the profile's producers, which share the items, and its consumers, until every
-    item is put and, if there are consumers, has come out."""
-    shares = split(items, profile.producers)
-    producers = [asyncio.create_task(put_all(queue, share)) for share in shares]
-    consumers = Consumers(queue, delivery, profile.consumers)
-    await wait_for_all(producers + consumers.tasks)
-
-
-async def close(queue: Queue[str]) -> None:
-    close_queue = getattr(queue, "close", None)
-    if inspect.iscoroutinefunction(close_queue):
-        await close_queue()
-
-
-def disk_bytes_per_item(directory: Path, count: int) -> float:
-    size = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
-    return size / count
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kibibytes, macOS bytes.
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-async def measure(engine: type, profile: Profile, count: int, directory: Path) -> Measurement:
-    """Time one profile; fill the queue beforehand for consumers alone, and empty it
-    afterwards for producers alone, so that every row can check exactly-once delivery."""
-    queue: Queue[str] = await Queue.create(directory / "queue", cls_storage_engine=engine)
-    items = make_items(count)
-    delivery = Delivery(items)
-    bytes_per_item = None
-    if not profile.producers:
-        await put_all(queue, items)
-        bytes_per_item = disk_bytes_per_item(directory, count)
-    async with watching_loop_lag() as lag:
-        start = time.perf_counter()
-        await run_workers(queue, items, profile, delivery)
-        seconds = time.perf_counter() - start
-    if not profile.consumers:
-        bytes_per_item = disk_bytes_per_item(directory, count)
-        await run_workers(queue, [], Profile(producers=0, consumers=1), delivery)
-    await close(queue)
-    operations = count * (bool(profile.producers) + bool(profile.consumers))
-    return Measurement(
-        seconds=seconds,
-        ops_per_s=operations / seconds,
-        peak_rss_mb=peak_rss_mb(),
-        bytes_per_item=bytes_per_item,
-        worst_loop_lag_ms=lag.worst_ms,
-        exactly_once=delivery.verdict(),
+def quick_plan() -> list[Spec]:
+    """Every engine at the medium profile, power-loss with and without group commit on the
+    default engine, and the references: well under a minute."""
+    medium = [
+        Spec(engine, DEFAULT_DURABILITY, GROUP_COMMIT, "medium", QUICK_ITEMS)
+        for engine in ENGINE_NAMES
+    ]
+    power_loss = [
+        Spec(DEFAULT_ENGINE, "power-loss", commit, "medium", QUICK_ITEMS) for commit in COMMITS
+    ]
+    references = reference_plan(
+        [MEMORY_QUEUE, FILE_APPEND, FILE_APPEND_HOP], DURABILITIES, ["medium"], [QUICK_ITEMS]
     )
+    return medium + power_loss + references
 
 
-def run_one(engine_name: str, profile_name: str, count: str, directory: str) -> int:
-    """The child's side: measure one row and print it as JSON on the last line."""
-    engine = getattr(engines, engine_name)
-    coroutine = measure(engine, PROFILES[profile_name], int(count), Path(directory))
-    print(json.dumps(asdict(asyncio.run(coroutine))))
+# --- running rows, each in a child process -------------------------------------------------------
+
+
+def run_one(job_json: str) -> int:
+    """The child's side: measure one row (or one phase of it) and print it as JSON."""
+    print(json.dumps(asdict(measure(Job(**json.loads(job_json))))))
     return 0
 
 
-# --- the parent: one child per row, then table, CSV and chart -------------------------------
-
-
-def run_row(engine_name: str, profile_name: str, count: int, timeout: float) -> Measurement:
-    # The parent owns the directory, so it is removed even when the child is killed.
-    with tempfile.TemporaryDirectory(prefix="aiodiskqueue-measure-") as directory:
-        script = str(Path(__file__).resolve())
-        command = [sys.executable, script, "--one", engine_name, profile_name, str(count)]
-        try:
-            child = subprocess.run(
-                [*command, directory], capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return Measurement(exactly_once="TIMEOUT")
+def run_child(job: Job, timeout: float) -> Measurement:
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--one", json.dumps(asdict(job))]
+    try:
+        child = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Measurement(exactly_once="TIMEOUT")
     sys.stderr.write(child.stderr)
     if child.returncode != 0:
         last_line = child.stderr.strip().splitlines()[-1:] or [f"exit {child.returncode}"]
@@ -325,24 +206,47 @@ def run_row(engine_name: str, profile_name: str, count: int, timeout: float) -> 
     return Measurement(**json.loads(child.stdout.splitlines()[-1]))
 
 
-def available_engines(names: Sequence[str]) -> list[str]:
-    available = []
-    for name in names:
-        if hasattr(engines, name):
-            available.append(name)
-        else:
-            print(f"note: skipping {name}, which this aiodiskqueue does not have")
-    return available
+def run_spec(spec: Spec, timeout: float) -> Measurement:
+    # The parent owns the directory, so it is removed even when a child is killed.
+    with tempfile.TemporaryDirectory(prefix="aiodiskqueue-measure-") as directory:
+        job = Job(spec.engine, spec.durability, spec.commit, spec.profile, spec.items, directory)
+        if spec.profile != FILL:
+            return run_child(job, timeout)
+        filled = run_child(replace(job, phase="fill"), timeout)
+        if filled.ops_per_s is None:
+            return filled
+        reopened = run_child(replace(job, phase="reopen"), timeout)
+    return replace(
+        filled,
+        reopen_seconds=reopened.reopen_seconds,
+        reopen_rss_mb=reopened.reopen_rss_mb,
+        drain_ops_per_s=reopened.drain_ops_per_s,
+        exactly_once=reopened.exactly_once,
+    )
 
 
-def run_rows(args: argparse.Namespace) -> list[Row]:
-    rows = []
-    plan = itertools.product(available_engines(args.engines), args.profiles, args.items)
-    for engine_name, profile_name, count in plan:
-        print(f"running {engine_name} {profile_name} {count} ...", file=sys.stderr, flush=True)
-        measurement = run_row(engine_name, profile_name, count, args.timeout)
-        rows.append(Row(args.label, engine_name, profile_name, count, measurement))
-    return rows
+def run_rows(specs: list[Spec], label: str, timeout: float) -> Iterator[Row]:
+    timed_out: dict[Spec, int] = {}
+    for spec in specs:
+        if spec.series in timed_out:
+            print(f"note: skipping {describe(spec)}: {timed_out[spec.series]} items timed out")
+            continue
+        reason = supports(spec.engine, spec.durability, spec.commit)
+        if reason is not None:
+            print(f"note: skipping {describe(spec)}: {reason}")
+            continue
+        print(f"running {describe(spec)} ...", file=sys.stderr, flush=True)
+        measurement = run_spec(spec, timeout)
+        if measurement.exactly_once == "TIMEOUT":
+            timed_out[spec.series] = spec.items
+        yield Row(label, spec, measurement)
+
+
+def describe(spec: Spec) -> str:
+    return f"{spec.engine} {spec.durability} {spec.commit} {spec.profile} {spec.items}"
+
+
+# --- table and CSV ------------------------------------------------------------------------------
 
 
 def number(value: float | None, decimals: int) -> str:
@@ -350,17 +254,22 @@ def number(value: float | None, decimals: int) -> str:
 
 
 def cells(row: Row) -> list[str]:
-    measured = row.measurement
+    spec, measured = row.spec, row.measurement
     return [
         row.label,
-        row.engine,
-        row.profile,
-        str(row.items),
+        spec.engine,
+        spec.durability,
+        spec.commit,
+        spec.profile,
+        str(spec.items),
         number(measured.seconds, 3),
         number(measured.ops_per_s, 0),
         number(measured.peak_rss_mb, 1),
         number(measured.bytes_per_item, 1),
         number(measured.worst_loop_lag_ms, 2),
+        number(measured.reopen_seconds, 3),
+        number(measured.reopen_rss_mb, 1),
+        number(measured.drain_ops_per_s, 0),
         measured.exactly_once,
     ]
 
@@ -379,6 +288,10 @@ def print_table(rows: list[Row]) -> None:
 def append_csv(path: Path, rows: list[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
+    if not is_new:
+        with path.open(newline="") as file:
+            if tuple(next(csv.reader(file), ())) != HEADERS:
+                raise SystemExit(f"{path} has other columns: name another file with --csv")
     with path.open("a", newline="") as file:
         writer = csv.writer(file)
         if is_new:
@@ -386,64 +299,7 @@ def append_csv(path: Path, rows: list[Row]) -> None:
         writer.writerows(cells(row) for row in rows)
 
 
-Series = dict[tuple[str, str], dict[int, float]]
-
-
-def throughput_series(records: list[dict[str, str]]) -> tuple[str, Series]:
-    """Ops/s by item count for each (label, engine), of the medium profile if measured, else
-    of the first profile in the file; a later run of the same point replaces an earlier one."""
-    measured = [record for record in records if record["ops/s"]]
-    profiles = [record["profile"] for record in measured]
-    profile = "medium" if "medium" in profiles else profiles[0]
-    series: Series = defaultdict(dict)
-    for record in measured:
-        if record["profile"] == profile:
-            line = series[(record["label"], record["engine"])]
-            line[int(record["items"])] = float(record["ops/s"])
-    return profile, series
-
-
-def draw_chart(csv_path: Path, chart_path: Path) -> None:
-    try:
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        print("note: matplotlib is not installed, so no chart was drawn")
-        return
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    with csv_path.open(newline="") as file:
-        records = list(csv.DictReader(file))
-    if not any(record["ops/s"] for record in records):
-        print("note: no finished rows to chart")
-        return
-    profile, series = throughput_series(records)
-    figure, axes = pyplot.subplots(figsize=(9, 5.5))
-    # One colour per engine and one line style per label, so versions compare at a glance.
-    colours = {engine: f"C{index}" for index, engine in enumerate(sorted({e for _, e in series}))}
-    labels = sorted({label for label, _ in series})
-    for (label, engine), points in sorted(series.items()):
-        counts = sorted(points)
-        axes.plot(
-            counts,
-            [points[count] for count in counts],
-            color=colours[engine],
-            linestyle=LINE_STYLES[labels.index(label) % len(LINE_STYLES)],
-            marker="o",
-            label=f"{label} {engine}",
-        )
-    axes.set_xscale("log")
-    # Versions can differ by orders of magnitude; a linear axis would flatten the slow ones.
-    axes.set_yscale("log")
-    axes.set_xlabel("items")
-    axes.set_ylabel("puts + gets per second")
-    axes.set_title(f"aiodiskqueue throughput, {profile} profile")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
-    chart_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(chart_path, dpi=120, bbox_inches="tight")
-    pyplot.close(figure)
-    print(f"chart: {chart_path}")
+# --- options ---------------------------------------------------------------------------------
 
 
 def comma_separated(convert: Callable[[str], T]) -> Callable[[str], list[T]]:
@@ -456,10 +312,13 @@ def comma_separated(convert: Callable[[str], T]) -> Callable[[str], list[T]]:
     return parse
 
 
-def known_profile(name: str) -> str:
-    if name not in PROFILES:
-        raise ValueError(f"{name} (choose from {', '.join(PROFILES)})")
-    return name
+def one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    def check(name: str) -> str:
+        if name not in choices:
+            raise ValueError(f"{name} (choose from {', '.join(choices)})")
+        return name
+
+    return check
 
 
 def positive_int(text: str) -> int:
@@ -469,18 +328,27 @@ def positive_int(text: str) -> int:
     return count
 
 
+def reference(name: str) -> str:
+    if name == "none":
+        return name
+    return REFERENCE_NAMES[one_of(list(REFERENCE_NAMES))(name)]
+
+
 def default_label() -> str:
-    version = getattr(aiodiskqueue, "__version__", None)
-    return f"aiodiskqueue {version}" if version else "aiodiskqueue"
+    try:
+        return f"aiodiskqueue {metadata.version('aiodiskqueue')}"
+    except metadata.PackageNotFoundError:
+        return "aiodiskqueue"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    profiles = [*PROFILES, FILL]
     parser.add_argument(
         "--profiles",
-        type=comma_separated(known_profile),
+        type=comma_separated(one_of(profiles)),
         default=["medium"],
-        help=f"comma-separated, from {', '.join(PROFILES)} (default: medium)",
+        help=f"comma-separated, from {', '.join(profiles)} (default: medium)",
     )
     parser.add_argument(
         "--items",
@@ -495,9 +363,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated names in aiodiskqueue.engines (default: all three)",
     )
     parser.add_argument(
+        "--durability",
+        type=comma_separated(one_of(DURABILITIES)),
+        default=[DEFAULT_DURABILITY],
+        help=f"comma-separated, from {', '.join(DURABILITIES)} (default: {DEFAULT_DURABILITY})",
+    )
+    parser.add_argument(
+        "--commit",
+        type=comma_separated(one_of(COMMITS)),
+        default=[GROUP_COMMIT],
+        help="group: a batch of puts and gets per transaction, as the queue does; per-item: "
+        "one transaction (with power-loss, one fsync) per put and per get (default: group)",
+    )
+    parser.add_argument(
+        "--references",
+        type=comma_separated(reference),
+        default=list(REFERENCE_NAMES.values()),
+        help=f"comma-separated, from {', '.join(REFERENCE_NAMES)}, or none (default: all)",
+    )
+    presets = parser.add_mutually_exclusive_group()
+    presets.add_argument(
         "--quick",
         action="store_true",
-        help="medium profile, 2000 items, every engine (overrides the above)",
+        help=f"every engine at the medium profile and {QUICK_ITEMS} items, power-loss with "
+        "group and per-item commit, and the references; replaces the options above",
+    )
+    presets.add_argument(
+        "--full",
+        action="store_true",
+        help="every profile and fill, at 1000 to 1000000 items, every engine and durability "
+        "level, and the references; --commit still applies. Takes hours.",
     )
     parser.add_argument(
         "--csv",
@@ -519,23 +414,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds a row may take (default: 600)"
     )
-    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.profiles, args.items, args.engines = ["medium"], [2000], list(ENGINE_NAMES)
+    args.references = [name for name in args.references if name != "none"]
+    if args.full:
+        args.profiles, args.items = [*PROFILES, FILL], list(FULL_ITEMS)
+        args.engines, args.durability = list(ENGINE_NAMES), list(DURABILITIES)
+        args.references = list(REFERENCE_NAMES.values())
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one:
-        return run_one(*args.one)
-    rows = run_rows(args)
+        return run_one(args.one)
+    rows = []
+    for row in run_rows(plan(args), args.label, args.timeout):
+        rows.append(row)
+        # Rows go to the CSV as they finish, so an interrupted long run keeps what it measured.
+        append_csv(args.csv, [row])
     print_table(rows)
     if rows:
-        append_csv(args.csv, rows)
         print(f"results appended to {args.csv}")
-        draw_chart(args.csv, args.chart)
+        chart.draw(args.csv, args.chart)
     return 0 if all(row.passed for row in rows) else 1
 
 

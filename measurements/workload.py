@@ -1,0 +1,452 @@
+"""What one child process of `run.py` measures: a load profile on one queue, or a reference.
+
+Everything here runs in a child process of its own, so that its peak RSS belongs to one row.
+Items are made from their number when they are put and checked when they come out, so the
+benchmark holds no copy of them: the peak RSS shows the queue, not the benchmark.
+
+Only the API that aiodiskqueue 0.1.2 also has is used (options it lacks are passed only when
+asked for), so the same code measures both releases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import pickle
+import random
+import resource
+import string
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiodiskqueue import Queue, engines
+
+ITEM_LENGTH = 256
+LAG_PROBE_SECONDS = 0.001
+STALL_SECONDS = 30.0
+DEFAULT_DURABILITY = "process-crash"
+GROUP_COMMIT = "group"
+PER_ITEM_COMMIT = "per-item"
+FILL_PRODUCERS = 5  # the medium profile's producers fill a queue for the fill and consumers rows
+
+# The references: what the queue's figures can be held against.
+MEMORY_QUEUE = "ref: asyncio.Queue"
+FILE_APPEND = "ref: file append"
+FILE_APPEND_HOP = "ref: file append, hop/op"
+REFERENCES = (MEMORY_QUEUE, FILE_APPEND, FILE_APPEND_HOP)
+
+_FILLER_SPAN = 1 << 16
+# Seeded, so that every run and every release puts the same bytes.
+_FILLER = "".join(random.Random(0).choices(string.ascii_letters, k=_FILLER_SPAN + ITEM_LENGTH))
+_LENGTH_PREFIX = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How many tasks put items into the queue and how many get them out, concurrently."""
+
+    producers: int
+    consumers: int
+
+
+PROFILES = {
+    "minimal": Profile(producers=1, consumers=1),
+    "medium": Profile(producers=5, consumers=1),
+    "heavy": Profile(producers=20, consumers=2),
+    "producers": Profile(producers=2, consumers=0),
+    "consumers": Profile(producers=0, consumers=2),
+}
+FILL = "fill"
+"""Not a load profile: put every item, close, then reopen the queue and drain it."""
+
+
+@dataclass
+class Measurement:
+    """What a child measured; a number is None when the row did not get that far."""
+
+    seconds: float | None = None
+    ops_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    bytes_per_item: float | None = None
+    worst_loop_lag_ms: float | None = None
+    reopen_seconds: float | None = None
+    reopen_rss_mb: float | None = None
+    drain_ops_per_s: float | None = None
+    exactly_once: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row's work, as the parent hands it to a child (as JSON)."""
+
+    engine: str
+    durability: str
+    commit: str
+    profile: str
+    items: int
+    directory: str
+    phase: str = "run"  # "run", or for FILL: "fill" then "reopen" in a second child
+
+
+# --- items and their check -------------------------------------------------------------
+
+
+def make_item(number: int) -> str:
+    """The item numbered `number`: the number, then a filler that differs from item to item."""
+    prefix = f"{number}-"
+    start = (number * 2_654_435_761) % _FILLER_SPAN
+    return prefix + _FILLER[start : start + ITEM_LENGTH - len(prefix)]
+
+
+class Delivery:
+    """Checks that every item comes out exactly once and unchanged, in one bit per item:
+    a bytearray indexed by the number in the item, not a set of items."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.gotten = 0
+        self._seen = bytearray(expected)
+        self._missing = expected
+        self._extra = 0
+        self._damaged = 0
+
+    def record(self, item: str) -> None:
+        self.gotten += 1
+        number_text, _, _ = item.partition("-")
+        number = int(number_text) if number_text.isdigit() else -1
+        if not 0 <= number < self.expected or make_item(number) != item:
+            self._damaged += 1
+        elif self._seen[number]:
+            self._extra += 1
+        else:
+            self._seen[number] = 1
+            self._missing -= 1
+
+    def verdict(self) -> str:
+        if not (self._missing or self._extra or self._damaged):
+            return "ok"
+        return (
+            f"FAILED: {self._missing} missing, {self._extra} duplicated, "
+            f"{self._damaged} damaged of {self.expected}"
+        )
+
+
+# --- the load profiles -------------------------------------------------------------------
+
+
+class Consumers:
+    """Tasks that get items until as many came out as were put. The one that gets the last
+    item cancels the others, which can then only be waiting for an item that will not come.
+    A watchdog stops them all if no item comes for STALL_SECONDS, so lost items are reported
+    as missing instead of leaving the consumers waiting forever."""
+
+    def __init__(self, queue: Any, delivery: Delivery, count: int) -> None:
+        self._queue = queue
+        self._delivery = delivery
+        self.tasks = [asyncio.create_task(self._consume()) for _ in range(count)]
+        if count:
+            self.tasks.append(asyncio.create_task(self._watch()))
+
+    async def _consume(self) -> None:
+        while self._delivery.gotten < self._delivery.expected:
+            self._delivery.record(await self._queue.get())
+            await mark_done(self._queue)
+        self._stop_others()
+
+    async def _watch(self) -> None:
+        seen = -1
+        while self._delivery.gotten != seen:
+            seen = self._delivery.gotten
+            await asyncio.sleep(STALL_SECONDS)
+        self._stop_others()
+
+    def _stop_others(self) -> None:
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+
+
+async def mark_done(queue: Any) -> None:
+    # 0.1.2's task_done is a coroutine function, asyncio.Queue's a plain method.
+    done = queue.task_done()
+    if inspect.isawaitable(done):
+        await done
+
+
+async def put_all(queue: Any, numbers: Iterable[int]) -> None:
+    for number in numbers:
+        await queue.put(make_item(number))
+
+
+async def wait_for_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait until every task is done or cancelled. If one fails, cancel the rest and raise its
+    error, so that a failure cannot leave the others waiting forever (TaskGroup needs 3.11)."""
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
+async def run_workers(queue: Any, count: int, profile: Profile, delivery: Delivery) -> None:
+    """Run the profile's producers, which share the items 0 to `count` - 1, and its consumers,
+    until every item is put and, if there are consumers, has come out."""
+    parts = profile.producers
+    producers = [asyncio.create_task(put_all(queue, range(p, count, parts))) for p in range(parts)]
+    consumers = Consumers(queue, delivery, profile.consumers)
+    await wait_for_all(producers + consumers.tasks)
+
+
+class LoopLag:
+    """The worst lateness of a short sleep: how long the event loop was kept from a task."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        # Due from the start: the probe's first sleep begins only once the loop lets it run.
+        self._due = time.perf_counter() + LAG_PROBE_SECONDS
+
+    async def probe(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self._due - time.perf_counter()))
+            self.record_lateness()
+            self._due = time.perf_counter() + LAG_PROBE_SECONDS
+
+    def record_lateness(self) -> None:
+        self.worst_ms = max(self.worst_ms, (time.perf_counter() - self._due) * 1000)
+
+
+@contextlib.asynccontextmanager
+async def watching_loop_lag() -> AsyncIterator[LoopLag]:
+    lag = LoopLag()
+    probe = asyncio.create_task(lag.probe())
+    try:
+        yield lag
+    finally:
+        probe.cancel()
+        # A probe still asleep when the row ends may be overdue: a loop blocked throughout
+        # would otherwise look like no lag at all.
+        lag.record_lateness()
+
+
+# --- opening a queue ------------------------------------------------------------------------
+
+
+def engine_class(job: Job) -> Any:
+    """The engine class to measure: the named one, wrapped for one transaction per item."""
+    engine = getattr(engines, job.engine)
+    return engine if job.commit == GROUP_COMMIT else one_transaction_per_item(engine)
+
+
+def one_transaction_per_item(engine: Any) -> Any:
+    """A subclass of `engine` that stores each record and each removal of a batch in a
+    transaction of its own: no group commit. Appends go first, since a batch's removals may
+    name records appended in the same batch."""
+
+    def blocking_commit(self: Any, appends: Any, removals: Any) -> None:
+        for record in appends:
+            engine.blocking_commit(self, [record], [])
+        for key in removals:
+            engine.blocking_commit(self, [], [key])
+
+    return type(f"PerItem{engine.__name__}", (engine,), {"blocking_commit": blocking_commit})
+
+
+async def open_queue(job: Job) -> Any:
+    if job.engine == MEMORY_QUEUE:
+        return asyncio.Queue()
+    options: dict[str, Any] = {}
+    if job.durability != DEFAULT_DURABILITY:  # 0.1.2 has no such parameter
+        options["durability"] = job.durability
+    path = Path(job.directory) / "queue"
+    return await Queue.create(path, cls_storage_engine=engine_class(job), **options)
+
+
+async def close(queue: Any) -> None:
+    close_queue = getattr(queue, "close", None)
+    if inspect.iscoroutinefunction(close_queue):
+        await close_queue()
+
+
+def disk_bytes_per_item(directory: Path, count: int) -> float:
+    size = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+    return size / count
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kibibytes, macOS bytes.
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+async def measure_profile(job: Job) -> Measurement:
+    """Time one profile; fill the queue beforehand for consumers alone, and empty it
+    afterwards for producers alone, so that every row can check exactly-once delivery."""
+    profile, count, directory = PROFILES[job.profile], job.items, Path(job.directory)
+    queue = await open_queue(job)
+    delivery = Delivery(count)
+    bytes_per_item = None
+    if not profile.producers:
+        await run_workers(queue, count, Profile(FILL_PRODUCERS, 0), delivery)
+        bytes_per_item = disk_bytes_per_item(directory, count)
+    async with watching_loop_lag() as lag:
+        start = time.perf_counter()
+        await run_workers(queue, count, profile, delivery)
+        seconds = time.perf_counter() - start
+    if not profile.consumers:
+        bytes_per_item = disk_bytes_per_item(directory, count)
+        await run_workers(queue, 0, Profile(producers=0, consumers=1), delivery)
+    await close(queue)
+    operations = count * (bool(profile.producers) + bool(profile.consumers))
+    return Measurement(
+        seconds=seconds,
+        ops_per_s=operations / seconds,
+        peak_rss_mb=peak_rss_mb(),
+        bytes_per_item=None if job.engine == MEMORY_QUEUE else bytes_per_item,
+        worst_loop_lag_ms=lag.worst_ms,
+        exactly_once=delivery.verdict(),
+    )
+
+
+async def measure_fill(job: Job) -> Measurement:
+    """Put every item with the medium profile's producers, then close the queue."""
+    queue = await open_queue(job)
+    async with watching_loop_lag() as lag:
+        start = time.perf_counter()
+        await run_workers(queue, job.items, Profile(FILL_PRODUCERS, 0), Delivery(0))
+        seconds = time.perf_counter() - start
+    await close(queue)
+    return Measurement(
+        seconds=seconds,
+        ops_per_s=job.items / seconds,
+        peak_rss_mb=peak_rss_mb(),
+        bytes_per_item=disk_bytes_per_item(Path(job.directory), job.items),
+        worst_loop_lag_ms=lag.worst_ms,
+    )
+
+
+async def measure_reopen(job: Job) -> Measurement:
+    """Reopen the filled queue in this fresh process, then drain it with one consumer."""
+    start = time.perf_counter()
+    queue = await open_queue(job)
+    reopen_seconds = time.perf_counter() - start
+    reopen_rss_mb = peak_rss_mb()
+    delivery = Delivery(job.items)
+    start = time.perf_counter()
+    await run_workers(queue, 0, Profile(producers=0, consumers=1), delivery)
+    drain_seconds = time.perf_counter() - start
+    await close(queue)
+    return Measurement(
+        reopen_seconds=reopen_seconds,
+        reopen_rss_mb=reopen_rss_mb,
+        drain_ops_per_s=job.items / drain_seconds,
+        exactly_once=delivery.verdict(),
+    )
+
+
+def framed(number: int) -> bytes:
+    """Item `number` as the file-append references write it: pickled, length-prefixed."""
+    data = pickle.dumps(make_item(number), protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH_PREFIX.pack(len(data)) + data
+
+
+def append_record(descriptor: int, record: bytes, fsync: bool) -> None:
+    os.write(descriptor, record)
+    if fsync:
+        os.fsync(descriptor)
+
+
+async def append_with_hops(descriptor: int, count: int, fsync: bool) -> None:
+    """Append each record in a thread of its own, one call (one thread hop) per record."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        for number in range(count):
+            await loop.run_in_executor(thread, append_record, descriptor, framed(number), fsync)
+
+
+def read_back(path: Path, delivery: Delivery) -> None:
+    content = path.read_bytes()
+    offset = 0
+    while offset < len(content):
+        (length,) = _LENGTH_PREFIX.unpack_from(content, offset)
+        offset += _LENGTH_PREFIX.size
+        delivery.record(pickle.loads(content[offset : offset + length]))
+        offset += length
+
+
+def measure_file_append(job: Job) -> Measurement:
+    """The floor under a queue on this disk: append each item, pickled and length-prefixed,
+    to a file with one write (and, for power-loss, one fsync) per item, nothing else. The
+    plain loop blocks; the other one awaits a thread for each item. Ops are appends."""
+    path = Path(job.directory) / "queue.log"
+    fsync = job.durability != DEFAULT_DURABILITY
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lag: LoopLag | None = None
+    try:
+        start = time.perf_counter()
+        if job.engine == FILE_APPEND:
+            for number in range(job.items):
+                append_record(descriptor, framed(number), fsync)
+        else:
+            lag = asyncio.run(with_loop_lag(append_with_hops(descriptor, job.items, fsync)))
+        seconds = time.perf_counter() - start
+    finally:
+        os.close(descriptor)
+    delivery = Delivery(job.items)
+    read_back(path, delivery)
+    return Measurement(
+        seconds=seconds,
+        ops_per_s=job.items / seconds,
+        peak_rss_mb=peak_rss_mb(),
+        bytes_per_item=disk_bytes_per_item(path.parent, job.items),
+        worst_loop_lag_ms=None if lag is None else lag.worst_ms,
+        exactly_once=delivery.verdict(),
+    )
+
+
+async def with_loop_lag(work: Any) -> LoopLag:
+    async with watching_loop_lag() as lag:
+        await work
+    return lag
+
+
+def measure(job: Job) -> Measurement:
+    """Run `job` in this process and return what it measured."""
+    if job.engine in (FILE_APPEND, FILE_APPEND_HOP):
+        return measure_file_append(job)
+    phases: dict[str, Callable[[Job], Any]] = {
+        "run": measure_profile,
+        "fill": measure_fill,
+        "reopen": measure_reopen,
+    }
+    result: Measurement = asyncio.run(phases[job.phase](job))
+    return result
+
+
+def supports(engine: str, durability: str, commit: str) -> str | None:
+    """Why this aiodiskqueue cannot run a row, or None if it can."""
+    if engine in REFERENCES:
+        return None
+    if not hasattr(engines, engine):
+        return f"this aiodiskqueue has no engine {engine}"
+    parameters = inspect.signature(Queue.create).parameters
+    if durability != DEFAULT_DURABILITY and "durability" not in parameters:
+        return "this aiodiskqueue has no durability option"
+    threaded = getattr(engines, "ThreadedStorageEngine", None)
+    if commit == PER_ITEM_COMMIT and not (
+        threaded and issubclass(getattr(engines, engine), threaded)
+    ):
+        return "this aiodiskqueue's engines have no blocking_commit to split"
+    return None
