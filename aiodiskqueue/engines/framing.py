@@ -7,13 +7,16 @@ A frame is a 16-byte header, then the record's data::
     key      8 bytes, little-endian
     data     length bytes
 
-Frames stand one after the other. A frame that fails its checksum is never returned as a
-record; reading stops at the first frame that is cut short or does not carry the expected
-key (a torn write, damage to a header, or the zero padding after the last frame).
+Frames stand one after the other, in increasing key order: consecutive keys, or with gaps
+where a store allows them. Only frames that pass their checksum are read. Where a frame is
+damaged, cut short or carries a key out of line (a torn write, overwritten bytes, or the
+zero padding after the last frame), reading searches on, byte by byte, for the next intact
+frame: damage costs the records it touches and no others.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -23,39 +26,73 @@ from .base import Record
 _HEADER = struct.Struct("<IIQ")
 _KEY = struct.Struct("<Q")
 HEADER_SIZE = _HEADER.size
+MAX_KEY = 2**63 - 1
+
+
+def checksum(key: int, data: bytes | memoryview) -> int:
+    """Return the CRC-32 that a frame of the record `key`, `data` carries."""
+    return zlib.crc32(data, zlib.crc32(_KEY.pack(key)))
 
 
 def frame(record: Record) -> bytes:
     """Return `record` as a frame."""
-    checksum = zlib.crc32(record.data, zlib.crc32(_KEY.pack(record.key)))
-    return _HEADER.pack(len(record.data), checksum, record.key) + record.data
+    return _HEADER.pack(len(record.data), checksum(*record), record.key) + record.data
 
 
-def scan(buffer: bytes, first_key: int) -> Iterator[tuple[int, bytes | None, int]]:
-    """Yield ``(key, data, end)`` for the frames at the start of `buffer`, keys from `first_key`.
+def scan(
+    buffer: bytes, first_key: int, *, gaps: bool = False, last_key: int = MAX_KEY
+) -> Iterator[tuple[int, bytes, int]]:
+    """Yield ``(key, data, end)`` for each intact frame in `buffer`, in order.
 
-    `data` is None for a frame whose checksum fails: its header is whole, so the frames
-    after it are still found. `end` is the offset just past the frame. Stops before the
-    first frame that is incomplete or does not carry the next key.
+    The first key is `first_key`, and each frame's key is one more than the one before it;
+    with `gaps`, keys from `first_key` on increase by any step. No key exceeds `last_key`.
+    `end` is the offset just past the frame. After damage, the search for the next intact
+    frame accepts, without `gaps`, as many skipped keys as frames could fit in the skipped
+    bytes, so a stray match far off is refused.
     """
-    offset, expected_key, end = 0, first_key, len(buffer)
-    view = memoryview(buffer)
-    while offset + HEADER_SIZE <= end:
-        length, checksum, key = _HEADER.unpack_from(buffer, offset)
+    view, size = memoryview(buffer), len(buffer)
+    offset = resumed = 0  # where the frame being read begins, and where the search began
+    previous = first_key - 1
+    content_end = -1  # where trailing zero bytes begin; found when first needed
+    while offset + HEADER_SIZE <= size:
+        length, crc, key = _HEADER.unpack_from(buffer, offset)
         start = offset + HEADER_SIZE
-        if key != expected_key or start + length > end:
+        highest = (
+            last_key if gaps else min(last_key, previous + 1 + (offset - resumed) // HEADER_SIZE)
+        )
+        if previous < key <= highest and start + length <= size:
+            data = view[start : start + length]
+            if checksum(key, data) == crc:
+                yield key, bytes(data), start + length
+                offset = resumed = start + length
+                previous = key
+                continue
+        if content_end < 0:
+            # A frame's header holds a key above 0, so no frame starts in the zeros at the end.
+            content_end = len(bytes(view[offset:]).rstrip(b"\0")) + offset
+        offset += 1
+        if offset >= content_end:
             return
-        data = bytes(view[start : start + length])
-        intact = zlib.crc32(data, zlib.crc32(_KEY.pack(key))) == checksum
-        offset, expected_key = start + length, key + 1
-        yield key, data if intact else None, offset
 
 
-def unframe(buffer: bytes, first_key: int) -> Iterator[Record]:
-    """Yield the intact records framed at the start of `buffer`, keys from `first_key`."""
-    for key, data, _ in scan(buffer, first_key):
-        if data is not None:
-            yield Record(key, data)
+def unframe(
+    buffer: bytes, first_key: int, *, gaps: bool = False, last_key: int = MAX_KEY
+) -> Iterator[Record]:
+    """Yield the intact records framed in `buffer` (see `scan`)."""
+    for key, data, _ in scan(buffer, first_key, gaps=gaps, last_key=last_key):
+        yield Record(key, data)
+
+
+def extent(buffer: bytes | mmap.mmap, offset: int = 0) -> int:
+    """Return where the frames with consecutive keys from `offset` end, by their headers alone."""
+    previous = None
+    while offset + HEADER_SIZE <= len(buffer):
+        length, _, key = _HEADER.unpack_from(buffer, offset)
+        end = offset + HEADER_SIZE + length
+        if key < 1 or (previous is not None and key != previous + 1) or end > len(buffer):
+            break
+        offset, previous = end, key
+    return offset
 
 
 def first_key(buffer: bytes) -> int:
