@@ -119,7 +119,8 @@ class DbmEngine(ThreadedStorageEngine):
         problems: list[str] = []
         found = self._existing_backend()
         self.backend = found or self.backend or _default_backend()
-        repair = _dumb_index(self.path, problems) if found == "dbm.dumb" else _NO_REPAIR
+        fsync = self.options.fsync
+        repair = _dumb_index(self.path, problems, fsync) if found == "dbm.dumb" else _NO_REPAIR
         if found == "":
             problems.append("it is not a dbm database")
         try:
@@ -157,7 +158,8 @@ class DbmEngine(ThreadedStorageEngine):
         if not_dbm:
             self.path.unlink()
         if repair.rebuilt is not None:
-            write_atomically(Path(f"{self.path}.dir"), _index_text(repair.rebuilt))
+            index = _index_text(repair.rebuilt)
+            write_atomically(Path(f"{self.path}.dir"), index, fsync=self.options.fsync)
             # dbm.dumb's previous index names other places: it must not be merged in later.
             Path(f"{self.path}.bak").unlink(missing_ok=True)
         data = Path(f"{self.path}.dat")
@@ -593,7 +595,7 @@ class _DumbRepair(NamedTuple):
 _NO_REPAIR = _DumbRepair(None, 0)
 
 
-def _dumb_index(path: Path, problems: list[str]) -> _DumbRepair:
+def _dumb_index(path: Path, problems: list[str], fsync: bool) -> _DumbRepair:
     """Make `dbm.dumb`'s index usable, and say what its damaged files need.
 
     `dbm.dumb` appends a line to ``<path>.dir`` for every new key, and rewrites the file on
@@ -621,7 +623,7 @@ def _dumb_index(path: Path, problems: list[str]) -> _DumbRepair:
         return _DumbRepair(_scan_dumb_data(data), 0)
     if torn or whole != current:
         logger.info("repaired the dbm.dumb index %s after a crash", index_path)
-        write_atomically(index_path, _index_text(whole))
+        write_atomically(index_path, _index_text(whole), fsync=fsync)
     needed = max((position + length for position, length in whole.values()), default=0)
     if size < needed:
         problems.append(f"{data.name} is cut short")

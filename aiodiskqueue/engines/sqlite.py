@@ -176,7 +176,7 @@ class SqliteEngine(ThreadedStorageEngine):
         create_private(temporary)  # SQLite gives its -wal and -shm files the same mode
         db = sqlite3.connect(temporary, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=OFF")  # nobody uses the file before it is whole
+            db.execute("PRAGMA journal_mode=WAL")  # as it will be used: opening changes nothing
             db.executescript(_SCHEMA)
             db.execute("BEGIN")
             db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", meta.items())
