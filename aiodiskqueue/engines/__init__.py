@@ -1,7 +1,7 @@
 """Storage engines: where a queue's items live.
 
 `DbmEngine` is the default. `SqliteEngine` stores the queue in an SQLite database,
-`PickledList` in one pickled list for small queues. To store a queue somewhere else,
+`PickledList` in one file for small queues. To store a queue somewhere else,
 subclass `ThreadedStorageEngine` (or `StorageEngine`): see the guide in the documentation.
 """
 

@@ -90,9 +90,9 @@ class DbmEngine(ThreadedStorageEngine):
     written, and the state after it, so a commit that adds records costs two flushes to the
     disk and one that only removes records costs one. With `dbm.dumb` that is ``os.fsync``
     of ``.dat`` (and of ``.dir`` when a commit adds a key, and when the files are created);
-    with other backends, the database's ``sync()``. `dbm.sqlite3` commits to the disk on
-    every write whatever the option; `dbm.ndbm` has no way to flush, so it cannot promise
-    more than the process level.
+    with other backends, the database's ``sync()``. `dbm.sqlite3` commits each write by
+    itself, to the disk with SQLite's default ``synchronous=FULL``, whatever the option;
+    `dbm.ndbm` has no way to flush, so it cannot promise more than the process level.
     """
 
     exclusive = True
