@@ -10,6 +10,7 @@ raises `QueueCorruptedError` and no file changes.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import logging
@@ -344,6 +345,31 @@ async def test_dbm_dumb_with_a_missing_file_opened_with_raise_changes_nothing(
     assert files_of(path) == before
 
 
+async def test_dbm_a_lost_newer_state_is_reported_not_replaced_by_an_older_one(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    every = [Record(key, bytes([key % 256]) * 100) for key in range(1, 201)]
+    store = DUMB.make(path)
+    await store.open()
+    await store.commit(every, [])
+    # Enough removals out of order that the state record moves to a larger pair of keys,
+    # at the end of the data file, and the old pair is blanked.
+    await store.commit([], list(range(2, 201, 2)))
+    await store.close()
+    assert await open_and_read(DUMB, path) == every[::2]
+    index = dict(ast.literal_eval(line) for line in Path(f"{path}.dir").read_text().splitlines())
+    moved = min(offset for key, (offset, _) in index.items() if key.startswith("state.1024."))
+    os.truncate(f"{path}.dat", moved)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        recovered = await open_and_read(DUMB, path)
+    # The removals are lost with the state: the removed records come back, with a warning,
+    # rather than the queue going back silently to the state before the removals.
+    assert recovered == every
+    assert "no state record" in caplog.text
+    (message,) = warnings_of(caplog)
+    assert "200 item(s) recovered, an unknown number lost" in message
+
+
 async def test_a_file_that_is_no_dbm_database_is_kept_and_replaced_by_an_empty_queue(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -390,6 +416,20 @@ async def test_sqlite_commits_in_the_log_of_a_killed_process_are_kept(
         assert await open_and_read(sqlite, path, RAISE) == stored_records()
     assert warnings_of(caplog) == []
     assert not list(path.parent.glob("*.bak"))
+
+
+async def test_pickled_list_with_a_damaged_header_keeps_every_record(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pickled = ENGINES["PickledList"]
+    stored = await store_records(pickled, path)
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0x01  # in the meta, which the header's checksum covers
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await open_and_read(pickled, path) == stored
+    assert "header is damaged" in caplog.text
+    check_warning(caplog, stored, lost_is_known=False)
 
 
 async def test_pickled_list_file_left_by_a_killed_commit_is_passed_over(
