@@ -39,6 +39,7 @@ above the first page's first key are then forgotten, so such records come back).
 from __future__ import annotations
 
 import ast
+import bisect
 import contextlib
 import dbm
 import importlib
@@ -65,13 +66,17 @@ __all__ = ["DbmEngine"]
 logger = logging.getLogger(__name__)
 
 _FORMAT = "aiodiskqueue.dbm"
-_VERSION = 1
+_VERSION = 2
 _BLOCK = 512  # dbm.dumb's block size: values are sized in whole blocks
 _META_KEY = b"meta"
 _PAGE_PREFIX = b"page."
 _STATE_PREFIX = b"state."
 _PAGE_MAGIC = b"AQDP"
-_PAGE_HEADER = struct.Struct("<4sQI")  # magic, generation, CRC-32 of magic and generation
+# magic, generation, first key, last key, length and CRC-32 of the frames; then a CRC-32
+# of those fields
+_PAGE_FIELDS = struct.Struct("<4sQQQII")
+_CHECKSUM = struct.Struct("<I")
+_PAGE_HEADER_SIZE = _PAGE_FIELDS.size + _CHECKSUM.size
 _STATE_HEADER = struct.Struct("<IQQQI")  # CRC-32, generation, head, last_key, removed count
 _SQLITE_MAGIC = b"SQLite format 3\0"
 _META_START = b'{"format": "aiodiskqueue.dbm"'
@@ -249,13 +254,13 @@ class DbmEngine(ThreadedStorageEngine):
             elif key.startswith(_PAGE_PREFIX):
                 slot, content = int(key[len(_PAGE_PREFIX) :]), values[key]
                 self._slots[slot] = len(content)
-                pages.append((slot, content))
+                pages.append(_Page.parse(slot, content))  # its metadata only: memory stays small
         if states:
             self._state = max(states, key=lambda state: state.generation)
         elif pages:  # no readable commit record: take what the pages hold
             self._state = _State(last_key=sys.maxsize)
         self._generation = self._state.generation
-        damaged = self._place_pages(pages)
+        damaged = self._place_pages(pages, values)
         if (pages or stated) and not states:
             first, last = (self._pages[0], self._pages[-1]) if self._pages else (None, None)
             self._state = _State(
@@ -268,30 +273,33 @@ class DbmEngine(ThreadedStorageEngine):
             self._state = replace(self._state, removed=self._state.removed | missing)
         return len(missing) if states else None
 
-    def _place_pages(self, pages: list[tuple[int, bytes]]) -> set[int]:
+    def _place_pages(self, pages: list[_Page], values: Mapping[bytes, bytes]) -> set[int]:
         """Find the live page for each stored key; every other slot becomes free.
 
         Return the keys of the live pages' damaged records.
         """
         candidates = []
-        for slot, content in pages:
-            page = _Page.parse(slot, content)
-            if page is None:
-                self._free.append(slot)
+        for page in pages:
+            if page.first_key > page.last_key:  # no valid page in that slot
+                self._free.append(page.slot)
                 continue
             self._generation = max(self._generation, page.generation)
             candidates.append(page)
-        live: list[_Page] = []
+        live: list[_Page] = []  # in key order
         # A newer page wins the keys it shares with an older one.
         for page in sorted(candidates, key=lambda page: page.generation, reverse=True):
             page.clip(self._state.head, self._state.last_key)
-            if page.first_key > page.last_key or any(page.overlaps(other) for other in live):
+            place = bisect.bisect(live, page.first_key, key=lambda page: page.first_key)
+            neighbours = live[max(place - 1, 0) : place + 1]
+            if page.first_key > page.last_key or any(map(page.overlaps, neighbours)):
                 self._free.append(page.slot)
             else:
-                live.append(page)
-        self._pages = deque(sorted(live, key=lambda page: page.first_key))
-        if self._pages:
-            self._tail = self._pages[-1].frames
+                live.insert(place, page)
+        self._pages = deque(live)
+        if self._pages:  # the tail page's frames are kept in memory, to append to
+            tail = self._pages[-1]
+            records = _Page.records(values[_PAGE_PREFIX + b"%d" % tail.slot], tail.last_key)
+            self._tail = tail.frames = bytearray(b"".join(map(framing.frame, records)))
         head, last_key = self._state.head, self._state.last_key
         return {key for page in live for key in page.damaged if head <= key <= last_key}
 
@@ -326,14 +334,15 @@ class DbmEngine(ThreadedStorageEngine):
                     yield record
 
     def _page_records(self, page: _Page) -> list[Record]:
+        """Return the intact records of `page`: of the tail from memory, of others from disk."""
         cached = self._read_cache
         if cached is not None and cached[0] is page and cached[1] == page.last_key:
             return cached[2]
-        records = [
-            record
-            for record in framing.unframe(bytes(page.frames), page.first_key)
-            if record.key <= page.last_key
-        ]
+        if page.frames:
+            records = list(framing.unframe(bytes(page.frames), page.first_key, gaps=True))
+        else:
+            content = self._connected()[_PAGE_PREFIX + b"%d" % page.slot]
+            records = list(_Page.records(content, page.last_key))
         self._read_cache = (page, page.last_key, records)
         return records
 
@@ -372,7 +381,7 @@ class DbmEngine(ThreadedStorageEngine):
                 or page.last_key + 1 != record.key
                 or not page.fits(len(frame), self._slots[page.slot])
             ):
-                slot = self._take_slot(free, _PAGE_HEADER.size + len(frame))
+                slot = self._take_slot(free, _PAGE_HEADER_SIZE + len(frame))
                 pages.append(_Page(slot, self._generation, record.key, record.key - 1))
             pages[-1].add(frame, record.key)
         if self._pages and len(pages[0].frames) == len(self._tail):  # the tail is unchanged
@@ -398,6 +407,8 @@ class DbmEngine(ThreadedStorageEngine):
                 self._pages.append(page)
         while self._pages and self._pages[0].last_key < self._state.head:
             self._free.append(self._pages.popleft().slot)
+        for page in pages[:-1]:  # only the tail page's frames stay in memory
+            page.frames = bytearray()
         self._tail = self._pages[-1].frames if self._pages else bytearray()
 
     def _write_state(self, state: _State) -> None:
@@ -500,9 +511,20 @@ class _State:
         return cls(generation, head, last_key, set(removed))
 
 
+class _PageHeader(NamedTuple):
+    generation: int
+    first_key: int
+    last_key: int
+    length: int  # of the frames
+    checksum: int  # of the frames
+
+
 @dataclass(eq=False)
 class _Page:
-    """A page of consecutive records, `first_key` to `last_key`, in one slot."""
+    """A page of records with keys from `first_key` to `last_key`, in one slot.
+
+    Only the pages being written and the tail page hold their frames in memory.
+    """
 
     slot: int
     generation: int
@@ -512,29 +534,38 @@ class _Page:
     damaged: list[int] = field(default_factory=list)  # keys whose frames are not intact
 
     @classmethod
-    def parse(cls, slot: int, content: bytes) -> _Page | None:
-        """Return the page stored in `content`, or None if its slot holds no valid page."""
-        generation = _page_generation(content)
-        if generation is None:
-            return None
-        body = content[_PAGE_HEADER.size :]
-        first_key = framing.first_key(body)
-        page = cls(slot, generation, first_key, first_key - 1)
-        page._keep(body, up_to=sys.maxsize)
-        return page if page.frames else None
+    def parse(cls, slot: int, content: bytes) -> _Page:
+        """Return what the page in `content` holds (nothing if the slot holds no page).
 
-    def _keep(self, body: bytes, up_to: int) -> None:
-        """Hold the intact frames of `body` with keys up to `up_to`; note the others."""
-        end, self.last_key, self.damaged = 0, self.first_key - 1, []
-        for key, _, frame_end in framing.scan(body, self.first_key):
-            if key > up_to:
-                break
-            self.damaged.extend(range(self.last_key + 1, key))
-            end, self.last_key = frame_end, key
-        self.frames = bytearray(body[:end])
+        An intact page is known by its header alone; a damaged one is searched frame by
+        frame for its intact records.
+        """
+        header = _page_header(content)
+        if header is None:
+            return cls(slot, 0, 1, 0)
+        page = cls(slot, header.generation, header.first_key, header.last_key)
+        if not _intact(content, header):
+            intact = [record.key for record in cls.records(content, header.last_key)]
+            page.last_key = intact[-1] if intact else page.first_key - 1
+            page.damaged = sorted(set(range(page.first_key, page.last_key + 1)) - set(intact))
+        return page
+
+    @staticmethod
+    def records(content: bytes, last_key: int) -> Iterator[Record]:
+        """Yield the intact records of the page in `content` with keys up to `last_key`."""
+        header = _page_header(content)
+        if header is None:
+            return
+        body = content[_PAGE_HEADER_SIZE:]
+        if _intact(content, header):  # its frames may skip the keys of records lost before
+            body = body[: header.length]
+            yield from framing.unframe(body, header.first_key, gaps=True, last_key=last_key)
+        else:
+            last_key = min(last_key, header.last_key)
+            yield from framing.unframe(body, header.first_key, last_key=last_key)
 
     def fits(self, frame_size: int, capacity: int) -> bool:
-        return _PAGE_HEADER.size + len(self.frames) + frame_size <= capacity
+        return _PAGE_HEADER_SIZE + len(self.frames) + frame_size <= capacity
 
     def add(self, frame: bytes, key: int) -> None:
         self.frames += frame
@@ -542,28 +573,43 @@ class _Page:
 
     def clip(self, head: int, last_key: int) -> None:
         """Keep the records up to `last_key` only, and none if all are below `head`."""
-        if self.last_key > last_key:
-            self._keep(bytes(self.frames), up_to=last_key)
+        self.last_key = min(self.last_key, last_key)
         if self.last_key < head:
-            self._keep(b"", up_to=0)
+            self.last_key = self.first_key - 1
 
     def overlaps(self, other: _Page) -> bool:
         return self.first_key <= other.last_key and other.first_key <= self.last_key
 
     def encode(self, capacity: int) -> bytes:
-        header = _PAGE_MAGIC + struct.pack("<Q", self.generation)
-        page = header + struct.pack("<I", zlib.crc32(header)) + self.frames
+        fields = _PAGE_FIELDS.pack(
+            _PAGE_MAGIC,
+            self.generation,
+            self.first_key,
+            self.last_key,
+            len(self.frames),
+            zlib.crc32(self.frames),
+        )
+        page = fields + _CHECKSUM.pack(zlib.crc32(fields)) + self.frames
         return page.ljust(capacity, b"\0")
 
 
-def _page_generation(content: bytes | mmap.mmap, offset: int = 0) -> int | None:
-    """Return the generation in the page header at `offset`, or None if there is none."""
-    if len(content) < offset + _PAGE_HEADER.size:
+def _page_header(content: bytes | mmap.mmap, offset: int = 0) -> _PageHeader | None:
+    """Return the page header at `offset`, or None if there is none."""
+    if len(content) < offset + _PAGE_HEADER_SIZE:
         return None
-    magic, generation, checksum = _PAGE_HEADER.unpack_from(content, offset)
-    if magic != _PAGE_MAGIC or zlib.crc32(content[offset : offset + 12]) != checksum:
+    magic, *fields = _PAGE_FIELDS.unpack_from(content, offset)
+    end = offset + _PAGE_FIELDS.size
+    (checksum,) = _CHECKSUM.unpack_from(content, end)
+    if magic != _PAGE_MAGIC or zlib.crc32(content[offset:end]) != checksum:
         return None
-    return int(generation)
+    return _PageHeader(*fields)
+
+
+def _intact(content: bytes, header: _PageHeader) -> bool:
+    """True if the page's frames are all there, as its header says."""
+    start = _PAGE_HEADER_SIZE
+    frames = content[start : start + header.length]
+    return len(frames) == header.length and zlib.crc32(frames) == header.checksum
 
 
 def _blocks(size: int) -> int:
@@ -701,9 +747,9 @@ def _recognise(data: mmap.mmap, offset: int) -> tuple[str, int, int] | None:
             if isinstance(content, dict) and content.get("format") == _FORMAT:
                 return "meta", end, 0
         return None
-    generation = _page_generation(data, offset)
-    if generation is not None:
-        return "page", framing.extent(data, offset + _PAGE_HEADER.size), generation
+    header = _page_header(data, offset)
+    if header is not None:
+        return "page", offset + _PAGE_HEADER_SIZE + header.length, header.generation
     state = _State.decode(data, offset)
     if state is not None:
         return "state", offset + _STATE_HEADER.size + 8 * len(state.removed), state.generation

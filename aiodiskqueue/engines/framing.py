@@ -16,7 +16,6 @@ frame: damage costs the records it touches and no others.
 
 from __future__ import annotations
 
-import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -81,22 +80,3 @@ def unframe(
     """Yield the intact records framed in `buffer` (see `scan`)."""
     for key, data, _ in scan(buffer, first_key, gaps=gaps, last_key=last_key):
         yield Record(key, data)
-
-
-def extent(buffer: bytes | mmap.mmap, offset: int = 0) -> int:
-    """Return where the frames with consecutive keys from `offset` end, by their headers alone."""
-    previous = None
-    while offset + HEADER_SIZE <= len(buffer):
-        length, _, key = _HEADER.unpack_from(buffer, offset)
-        end = offset + HEADER_SIZE + length
-        if key < 1 or (previous is not None and key != previous + 1) or end > len(buffer):
-            break
-        offset, previous = end, key
-    return offset
-
-
-def first_key(buffer: bytes) -> int:
-    """Return the key in the first frame's header of `buffer` (0 if there is none)."""
-    if len(buffer) < HEADER_SIZE:
-        return 0
-    return int(_HEADER.unpack_from(buffer)[2])
