@@ -48,6 +48,7 @@ import json
 import logging
 import mmap
 import os
+import re
 import struct
 import sys
 import zlib
@@ -676,6 +677,9 @@ def _dumb_index(path: Path, problems: list[str], fsync: bool) -> _DumbRepair:
     return _DumbRepair(None, needed)
 
 
+_PLAIN_INDEX_LINE = re.compile(r"'([\w.]+)', \((\d+), (\d+)\)")
+
+
 def _read_dumb_index(path: Path) -> tuple[_Index, bool, bool]:
     """Return the entries of a `dbm.dumb` index file, whether its last line is unreadable
     (torn by a crash), and whether any other line is."""
@@ -683,6 +687,10 @@ def _read_dumb_index(path: Path) -> tuple[_Index, bool, bool]:
     unreadable: list[int] = []
     lines = path.read_text(encoding="latin-1").splitlines() if path.exists() else []
     for number, line in enumerate(lines):
+        plain = _PLAIN_INDEX_LINE.fullmatch(line)  # the lines this engine's keys give: fast
+        if plain is not None:
+            entries[plain[1]] = (int(plain[2]), int(plain[3]))
+            continue
         try:
             key, position = ast.literal_eval(line)
         except (SyntaxError, ValueError, TypeError):
