@@ -12,9 +12,10 @@ The database holds three kinds of key:
 ``meta``
     JSON written once: the format, its version and the dbm backend that created the file.
 ``page.<n>``
-    A slot of fixed capacity holding one page: a 16-byte page header (magic ``AQDP``, the
-    generation of the commit that wrote it, a CRC-32 of both), then records framed as in
-    `framing`, with consecutive keys, then zero bytes up to the slot's capacity.
+    A slot of fixed capacity holding one page: a 40-byte page header (magic ``AQDP``, the
+    generation of the commit that wrote it, the first and last key of its records, the
+    length and CRC-32 of its frames, and a CRC-32 of those fields), then its records framed
+    as in `framing`, in key order, then zero bytes up to the slot's capacity.
 ``state.<capacity>.<0|1>``
     The commit record: generation, ``head`` (every key below it is removed), ``last_key``,
     and the removed keys above ``head``, with a CRC-32; written alternately to ``.0`` and
@@ -28,8 +29,10 @@ the same keys (a commit failed after writing a page and a later one wrote the sa
 elsewhere), the one of the later generation wins. A slot whose records are all removed is
 reused for a later page, so the files grow to the longest the queue has been, no further.
 
-Opening reads every page and checks every record. Records that the state counts but no page
-holds intact are lost: they are reported (see `recovery.damaged`) and a new state without
+Opening reads every page header and checks each page's frames against their CRC-32; only
+a page that fails it is searched record by record. Only the tail page's frames stay in
+memory; other pages are read when the queue reaches them. Records that the state counts
+but no page holds intact are lost: they are reported (see `recovery.damaged`) and a new state without
 them is written. Without a readable state, the pages say what the queue holds (removals
 above the first page's first key are then forgotten, so such records come back). A
 `dbm.dumb` index (``.dir``) that is lost or unreadable is rebuilt by scanning the data file
