@@ -6,7 +6,7 @@ import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,33 +20,9 @@ from aiodiskqueue import (
 )
 from aiodiskqueue.engines import SqliteEngine, StorageEngine
 
+from .helpers import drain, started, within
+
 Engine = Callable[[Path], StorageEngine]
-R = TypeVar("R")
-
-TIMEOUT = 5.0
-
-
-async def within(awaitable: Awaitable[R]) -> R:
-    """Await `awaitable`, failing the test if it takes longer than `TIMEOUT`."""
-    return await asyncio.wait_for(awaitable, TIMEOUT)
-
-
-async def started(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Let `task` run one step, so that it is waiting in the queue, and check it still waits."""
-    await asyncio.sleep(0)
-    assert not task.done(), f"{task!r} did not wait"
-    return task
-
-
-async def drain(queue: Queue[Any]) -> list[Any]:
-    """Get every item in `queue`, in order."""
-    items = []
-    while not queue.empty():
-        try:
-            items.append(queue.get_nowait())
-        except QueueEmpty:  # the next items are still being read: wait for them
-            items.append(await within(queue.get()))
-    return items
 
 
 def forget(objects: list[Any]) -> None:

@@ -21,10 +21,11 @@ import pytest
 from aiodiskqueue import Queue
 from aiodiskqueue.engines import Record, StorageEngine
 
+from .helpers import TIMEOUT, started, within
+
 Engine = Callable[[Path], StorageEngine]
 R = TypeVar("R")
 
-TIMEOUT = 5.0
 END = "end of the queue"
 
 BEFORE_SENT = "before its batch is sent"
@@ -33,18 +34,6 @@ AFTER_STORED = "after its batch is stored"
 WHEN_STORING = [BEFORE_SENT, WHILE_STORED, AFTER_STORED]
 """The moments at which a put or get is cancelled while the change it made is stored."""
 ONCE_SENT = [WHILE_STORED, AFTER_STORED]
-
-
-async def within(awaitable: Awaitable[R]) -> R:
-    """Await `awaitable`, failing the test if it takes longer than `TIMEOUT`."""
-    return await asyncio.wait_for(awaitable, TIMEOUT)
-
-
-async def started(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Let `task` run one step, so that it is waiting in the queue, and check it still waits."""
-    await asyncio.sleep(0)
-    assert not task.done(), f"{task!r} did not wait"
-    return task
 
 
 async def finished(task: asyncio.Task[Any]) -> asyncio.Task[Any]:

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from aiodiskqueue import Queue, QueueEmpty, SerializationError
+from aiodiskqueue import Queue, SerializationError
 from aiodiskqueue.engines import Record, SqliteEngine, StorageEngine
 
+from .helpers import drain, within
+
 Engine = Callable[[Path], StorageEngine]
-R = TypeVar("R")
-
-TIMEOUT = 5.0
-
-
-async def within(awaitable: Awaitable[R]) -> R:
-    """Await `awaitable`, failing the test if it takes longer than `TIMEOUT`."""
-    return await asyncio.wait_for(awaitable, TIMEOUT)
-
-
-async def drain(queue: Queue[Any]) -> list[Any]:
-    """Get every item in `queue`, in order."""
-    items = []
-    while not queue.empty():
-        try:
-            items.append(queue.get_nowait())
-        except QueueEmpty:  # the next items are still being read: wait for them
-            items.append(await within(queue.get()))
-    return items
 
 
 async def reopened(path: Path, engine: Engine) -> list[Any]:

@@ -12,14 +12,9 @@ import pytest
 from aiodiskqueue import JsonSerializer, Queue, SerializationError
 from aiodiskqueue.engines import StorageEngine
 
+from .helpers import drain
+
 Engine = Callable[[Path], StorageEngine]
-
-
-async def drain(queue: Queue[Any]) -> list[Any]:
-    return [await asyncio.wait_for(queue.get(), timeout=5) for _ in range(queue.qsize())]
-
-
-# Serializers
 
 
 async def test_json_serializer_round_trips_json_values(engine: Engine, path: Path) -> None:

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from aiodiskqueue import Queue, QueueEmpty, QueueFull
+from aiodiskqueue import Queue, QueueFull
 from aiodiskqueue.engines import Record, StorageEngine
 
-Engine = Callable[[Path], StorageEngine]
-R = TypeVar("R")
+from .helpers import drain, started, within
 
-TIMEOUT = 5.0
+Engine = Callable[[Path], StorageEngine]
 
 
 @dataclass(frozen=True)
@@ -27,29 +26,6 @@ class Job:
 
     name: str
     attempts: int = 0
-
-
-async def within(awaitable: Awaitable[R]) -> R:
-    """Await `awaitable`, failing the test if it takes longer than `TIMEOUT`."""
-    return await asyncio.wait_for(awaitable, TIMEOUT)
-
-
-async def started(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Let `task` run one step, so that it is waiting, and check it still waits."""
-    await asyncio.sleep(0)
-    assert not task.done(), f"{task!r} did not wait"
-    return task
-
-
-async def drain(queue: Queue[Any]) -> list[Any]:
-    """Get every item in `queue`, in order."""
-    items = []
-    while not queue.empty():
-        try:
-            items.append(queue.get_nowait())
-        except QueueEmpty:  # the next items are still being read: wait for them
-            items.append(await within(queue.get()))
-    return items
 
 
 async def reopened(path: Path, engine: Engine, **options: Any) -> list[Any]:
