@@ -32,10 +32,11 @@ reused for a later page, so the files grow to the longest the queue has been, no
 Opening reads every page header and checks each page's frames against their CRC-32; only
 a page that fails it is searched record by record. Only the tail page's frames stay in
 memory; other pages are read when the queue reaches them. Records that the state counts
-but no page holds intact are lost: they are reported (see `recovery.damaged`) and a new state without
-them is written. Without a readable state, the pages say what the queue holds (removals
-above the first page's first key are then forgotten, so such records come back). A
-`dbm.dumb` index (``.dir``) that is lost or unreadable is rebuilt by scanning the data file
+but no page holds intact are lost: they are reported (see `recovery.damaged`) and a new
+state without them is written. Without a readable state, the pages say what the queue
+holds (removals above the first page's first key are then forgotten, so such records come
+back). A `dbm.dumb` index (``.dir``) that is lost or unreadable is rebuilt by scanning the
+data file
 (``.dat``) for values, which start at 512-byte block boundaries.
 """
 
