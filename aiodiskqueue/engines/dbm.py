@@ -36,8 +36,7 @@ but no page holds intact are lost: they are reported (see `recovery.damaged`) an
 state without them is written. Without a readable state, the pages say what the queue
 holds (removals above the first page's first key are then forgotten, so such records come
 back). A `dbm.dumb` index (``.dir``) that is lost or unreadable is rebuilt by scanning the
-data file
-(``.dat``) for values, which start at 512-byte block boundaries.
+data file (``.dat``) for values, which start at 512-byte block boundaries.
 """
 
 from __future__ import annotations
