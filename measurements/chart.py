@@ -127,6 +127,12 @@ class Styles:
         return LINE_STYLES[self._labels.index(label) % len(LINE_STYLES)]
 
 
+def legend(key: tuple[str, ...]) -> str:
+    text = " ".join(part for part in key if part)
+    # The file references count appends only, the queues puts plus gets.
+    return f"{text} (appends/s)" if key[1].startswith("ref: file append") else text
+
+
 def plot(
     axes: Any, series: Series, styles: Styles, markers: Callable[[tuple[str, ...]], str]
 ) -> None:
@@ -139,7 +145,7 @@ def plot(
             color=styles.colour(engine),
             linestyle=styles.line(label, engine),
             marker=markers(key),
-            label=" ".join(part for part in key if part),
+            label=legend(key),
         )
     axes.set_xscale("log")
     # Versions and modes differ by orders of magnitude; a linear axis would flatten the slow.

@@ -377,13 +377,11 @@ async def append_with_hops(descriptor: int, count: int, fsync: bool) -> None:
 
 
 def read_back(path: Path, delivery: Delivery) -> None:
-    content = path.read_bytes()
-    offset = 0
-    while offset < len(content):
-        (length,) = _LENGTH_PREFIX.unpack_from(content, offset)
-        offset += _LENGTH_PREFIX.size
-        delivery.record(pickle.loads(content[offset : offset + length]))
-        offset += length
+    """Check the appended records, reading one at a time: the peak RSS stays the loop's."""
+    with path.open("rb") as file:
+        while prefix := file.read(_LENGTH_PREFIX.size):
+            (length,) = _LENGTH_PREFIX.unpack(prefix)
+            delivery.record(pickle.loads(file.read(length)))
 
 
 def measure_file_append(job: Job) -> Measurement:
