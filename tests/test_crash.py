@@ -45,11 +45,15 @@ async def run_and_kill(
         *(sys.executable, str(WORKER), str(path), engine, delivery, str(round_number), str(log)),
         cwd=WORKER.parent,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,  # read only if it fails to start: it writes nothing else
     )
     try:
         assert worker.stdout is not None
+        assert worker.stderr is not None
         started = await asyncio.wait_for(worker.stdout.readline(), timeout=30)
-        assert started == b"started\n", "the worker failed to start"
+        if started != b"started\n":
+            error = await asyncio.wait_for(worker.stderr.read(), timeout=30)
+            pytest.fail(f"the worker failed to start: {error.decode(errors='replace')}")
         await asyncio.sleep(delay)  # the point of the test: a kill at a random moment
     finally:
         worker.send_signal(signal.SIGKILL)
