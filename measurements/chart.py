@@ -124,7 +124,9 @@ class Styles:
     def line(self, label: str, engine: str) -> str:
         if is_reference(engine):
             return ":"
-        return LINE_STYLES[self._labels.index(label) % len(LINE_STYLES)]
+        # The last label in sort order, normally the newest version, gets the solid line.
+        newest_first = self._labels[::-1]
+        return LINE_STYLES[newest_first.index(label) % len(LINE_STYLES)]
 
 
 def legend(key: tuple[str, ...]) -> str:
@@ -152,7 +154,8 @@ def plot(
     axes.set_yscale("log")
     axes.set_xlabel("items")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="x-small")
+    # Below the axes: inside, the legend of a busy panel hides its lines.
+    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
 
 
 def draw(csv_path: Path, chart_path: Path) -> None:
