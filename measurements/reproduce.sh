@@ -1,7 +1,8 @@
 #!/bin/bash
 # The measurement set behind results/: the figures that the issues "Nothing lost" and "As
 # fast as the disk allows" ask for, then the other profiles, then release 0.1.2 for the chart.
-# NEW and OLD are Pythons with the aiodiskqueue to measure installed (not a checkout).
+# NEW and OLD are Pythons with the aiodiskqueue to measure installed (not a checkout); PQ,
+# if set, one with persist-queue[async] and aiodiskqueue installed, for its reference rows.
 # Takes about an hour on a 2-core machine; rows are appended to results/results.csv.
 set -euxo pipefail
 NEW=${NEW:-python3}
@@ -37,4 +38,9 @@ run --engines PickledList --profiles minimal,heavy,producers,consumers --items 1
 # Release 0.1.2, whose DbmEngine on dbm.dumb is O(n) per get: small counts only.
 "$OLD" "$RUN" --references none --items 200,500,1000,2000 --timeout 300 || true
 "$OLD" "$RUN" --references none --engines SqliteEngine --items 10000 --timeout 300 || true
+# persist-queue's AsyncSQLiteQueue, a peer, in a venv of its own.
+if [ -n "${PQ:-}" ]; then
+    "$PQ" "$RUN" --engines none --references persist-queue --items 1000,10000 \
+        --label "persist-queue 1.1.0" || true
+fi
 echo "all done"

@@ -50,7 +50,9 @@ from workload import (
     GROUP_COMMIT,
     MEMORY_QUEUE,
     PER_ITEM_COMMIT,
+    PERSIST_QUEUE,
     PROFILES,
+    QUEUE_REFERENCES,
     Job,
     Measurement,
     measure,
@@ -65,6 +67,7 @@ REFERENCE_NAMES = {
     "asyncio.Queue": MEMORY_QUEUE,
     "file-append": FILE_APPEND,
     "file-append-hop": FILE_APPEND_HOP,
+    "persist-queue": PERSIST_QUEUE,
 }
 FILE_REFERENCE_PROFILE = "loop"  # the file references are a plain loop, not a profile
 NOT_APPLICABLE = "-"
@@ -147,12 +150,13 @@ def reference_plan(
     profiles: Sequence[str],
     counts: list[int],
 ) -> list[Spec]:
-    """The in-memory queue runs the same profiles (it has no durability and no commit);
-    the file appends are one loop whatever the profile, at each durability level."""
+    """The in-memory queue and persist-queue run the same profiles (with no choice of
+    durability or commit); the file appends are one loop whatever the profile, at each
+    durability level."""
     specs = []
     load_profiles = [profile for profile in profiles if profile != FILL]
     for reference in references:
-        if reference == MEMORY_QUEUE:
+        if reference in QUEUE_REFERENCES:
             specs += [
                 Spec(reference, NOT_APPLICABLE, NOT_APPLICABLE, profile, count)
                 for profile in load_profiles

@@ -41,7 +41,9 @@ FILL_PRODUCERS = 5  # the medium profile's producers fill a queue for the fill a
 MEMORY_QUEUE = "ref: asyncio.Queue"
 FILE_APPEND = "ref: file append"
 FILE_APPEND_HOP = "ref: file append, hop/op"
-REFERENCES = (MEMORY_QUEUE, FILE_APPEND, FILE_APPEND_HOP)
+PERSIST_QUEUE = "ref: persist-queue"
+REFERENCES = (MEMORY_QUEUE, FILE_APPEND, FILE_APPEND_HOP, PERSIST_QUEUE)
+QUEUE_REFERENCES = (MEMORY_QUEUE, PERSIST_QUEUE)  # run the profiles, as the engines do
 
 _FILLER_SPAN = 1 << 16
 # Seeded, so that every run and every release puts the same bytes.
@@ -264,10 +266,15 @@ def one_transaction_per_item(engine: Any) -> Any:
 async def open_queue(job: Job) -> Any:
     if job.engine == MEMORY_QUEUE:
         return asyncio.Queue()
+    path = Path(job.directory) / "queue"
+    if job.engine == PERSIST_QUEUE:
+        # Its defaults: one SQLite transaction per put and per get, flushed to the disk.
+        import persistqueue  # type: ignore[import-not-found, unused-ignore]
+
+        return persistqueue.AsyncSQLiteQueue(str(path))
     options: dict[str, Any] = {}
     if job.durability != DEFAULT_DURABILITY:  # 0.1.2 has no such parameter
         options["durability"] = job.durability
-    path = Path(job.directory) / "queue"
     return await Queue.create(path, cls_storage_engine=engine_class(job), **options)
 
 
@@ -435,6 +442,12 @@ def measure(job: Job) -> Measurement:
 
 def supports(engine: str, durability: str, commit: str) -> str | None:
     """Why this aiodiskqueue cannot run a row, or None if it can."""
+    if engine == PERSIST_QUEUE:
+        try:
+            import persistqueue  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        except ImportError:
+            return "persist-queue is not installed (pip install 'persist-queue[async]')"
+        return None
     if engine in REFERENCES:
         return None
     if not hasattr(engines, engine):
