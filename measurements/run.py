@@ -312,7 +312,7 @@ def append_csv(path: Path, rows: list[Row]) -> None:
             if tuple(next(csv.reader(file), ())) != HEADERS:
                 raise SystemExit(f"{path} has other columns: name another file with --csv")
     with path.open("a", newline="") as file:
-        writer = csv.writer(file)
+        writer = csv.writer(file, lineterminator="\n")
         if is_new:
             writer.writerow(HEADERS)
         writer.writerows(cells(row) for row in rows)
