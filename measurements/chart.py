@@ -114,7 +114,8 @@ class Styles:
     def __init__(self, records: list[Record]) -> None:
         engines = sorted({r["engine"] for r in records if not is_reference(r["engine"])})
         self._colours = {engine: f"C{index}" for index, engine in enumerate(engines)}
-        self._labels = sorted({r["label"] for r in records})
+        # References are grey and dotted whatever their label: only the queues' labels count.
+        self._labels = sorted({r["label"] for r in records if not is_reference(r["engine"])})
         references = sorted({r["engine"] for r in records if is_reference(r["engine"])})
         self._greys = {engine: str(0.15 + 0.2 * index) for index, engine in enumerate(references)}
 
