@@ -15,7 +15,6 @@ import contextlib
 import functools
 import logging
 import os
-import pickle
 import re
 import shutil
 import sqlite3
@@ -485,26 +484,3 @@ async def test_an_sqlite_queue_of_0_2_keeps_its_records_and_gets_checksums(path:
     path.write_bytes(bytes(data))
     with pytest.raises(QueueCorruptedError, match="1 record"):
         await open_and_read(sqlite, path, RAISE)
-
-
-async def test_a_pickled_list_of_0_2_is_read_and_rewritten_in_the_framed_format(
-    path: Path,
-) -> None:
-    content = {
-        "format": "aiodiskqueue.pickled-list",
-        "version": 1,
-        "meta": {"serializer": "pickle"},
-        "records": [(record.key, record.data) for record in stored_records()],
-    }
-    path.write_bytes(pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL))
-    store = PickledList(path)
-    stored = await store.open(RAISE)
-    assert stored.meta == {"serializer": "pickle"}
-    assert await store.read(0, 1000) == stored_records()
-    await store.commit([Record(41, b"new")], [1])
-    await store.close()
-    assert path.read_bytes().startswith(b"AQPL")
-    assert await open_and_read(ENGINES["PickledList"], path, RAISE) == [
-        *stored_records()[1:],
-        Record(41, b"new"),
-    ]

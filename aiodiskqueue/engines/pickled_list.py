@@ -17,8 +17,8 @@ record can still be read::
 Every commit rewrites the whole file atomically (a temporary file renamed over the old one),
 so a crash leaves the old or the new file, never a torn one. The engine keeps every record
 in memory and each commit costs time in proportion to the queue's length: it suits small
-queues only (see README's measurements). Files of version 1, a pickled dict written by
-aiodiskqueue 0.2, are read, and written in version 2 by the next commit.
+queues only (see README's measurements). Reading the file never unpickles anything, so it is
+as safe as the queue's serializer.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-import pickle
 import struct
 import zlib
 from collections.abc import Sequence
@@ -44,7 +43,6 @@ _MAGIC = b"AQPL"
 _VERSION = 2
 _HEADER = struct.Struct("<4sIQQI")  # magic, version, count, last key, meta size
 _CHECKSUM = struct.Struct("<I")
-_PICKLE_FORMAT = "aiodiskqueue.pickled-list"  # version 1
 
 
 class PickledList(ThreadedStorageEngine):
@@ -122,8 +120,6 @@ def _dump(meta: dict[str, str], records: list[Record]) -> bytes:
 
 def _load(content: bytes) -> _Loaded:
     """Read a file's meta and its intact records, and say what is wrong with it if anything."""
-    if content.startswith(b"\x80"):  # a pickle: version 1
-        return _load_version_1(content)
     header = _header(content)
     if header is None:
         problem = "the file is empty" if not content else "its header is damaged"
@@ -155,15 +151,3 @@ def _header(content: bytes) -> tuple[dict[str, str], int, int, int] | None:
         raise ValueError(f"unsupported PickledList format version {version}")
     meta = json.loads(content[_HEADER.size : end])
     return meta, count, last_key, end + _CHECKSUM.size
-
-
-def _load_version_1(content: bytes) -> _Loaded:
-    try:
-        loaded = pickle.loads(content)
-        if not (isinstance(loaded, dict) and loaded.get("format") == _PICKLE_FORMAT):
-            raise ValueError("not a PickledList queue file")
-        records = [Record(int(key), bytes(data)) for key, data in loaded["records"]]
-        meta = {str(name): str(value) for name, value in loaded["meta"].items()}
-    except Exception as exc:  # unpickling damaged bytes can raise almost anything
-        return _Loaded(None, [], None, f"{type(exc).__name__}: {exc}")
-    return _Loaded(meta, records, 0, None)
