@@ -7,6 +7,7 @@ from .engines import DbmEngine, PickledList, SqliteEngine
 from .exceptions import (
     AioDiskQueueError,
     QueueClosedError,
+    QueueConnectionError,
     QueueCorruptedError,
     QueueEmpty,
     QueueFull,
@@ -30,6 +31,7 @@ __all__ = [
     "PickledList",
     "Queue",
     "QueueClosedError",
+    "QueueConnectionError",
     "QueueCorruptedError",
     "QueueEmpty",
     "QueueFull",

@@ -12,6 +12,7 @@ import sys
 __all__ = [
     "AioDiskQueueError",
     "QueueClosedError",
+    "QueueConnectionError",
     "QueueCorruptedError",
     "QueueEmpty",
     "QueueFull",
@@ -47,6 +48,11 @@ class QueueShutDown(AioDiskQueueError, _AsyncioQueueShutDown):
 
 class QueueClosedError(AioDiskQueueError, RuntimeError):
     """Raised by a queue used after `Queue.close()`."""
+
+
+class QueueConnectionError(AioDiskQueueError, ConnectionError):
+    """Raised when a shared engine cannot reach its server; the message says whether the
+    operation may have taken effect. The engine reconnects on its next operation."""
 
 
 class QueueCorruptedError(AioDiskQueueError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,3 +47,26 @@ def engine(request: pytest.FixtureRequest) -> Callable[[Path], StorageEngine]:
 def path(tmp_path: Path) -> Path:
     """Where the test's queue is stored."""
     return tmp_path / "queue.db"
+
+
+# Servers for the shared engines. The tests read their addresses from the environment; a
+# server that cannot be reached skips the tests that need it, unless
+# AIODISKQUEUE_REQUIRE_SERVERS is set (as .ci/run does), where that is a failure.
+
+REDIS_URL = os.environ.get("AIODISKQUEUE_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "AIODISKQUEUE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def unreachable(server: str, url: str, reason: object) -> None:
+    """Skip the test, or fail it where every server is required."""
+    message = f"{server} at {url} is unreachable ({reason}); set AIODISKQUEUE_{server.upper()}_URL"
+    if os.environ.get("AIODISKQUEUE_REQUIRE_SERVERS"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def unique_name(prefix: str = "test") -> str:
+    """A queue name no other test uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"

@@ -1,9 +1,17 @@
 """Storage engines: where a queue's items live.
 
-`DbmEngine` is the default. `SqliteEngine` stores the queue in an SQLite database,
-`PickledList` in one file for small queues. To store a queue somewhere else,
-subclass `ThreadedStorageEngine` (or `StorageEngine`): see the guide in the documentation.
+`DbmEngine` is the default. `PickledList` stores a small queue in one file. `SqliteEngine`
+stores it in an SQLite database that several processes can use at once; `RedisEngine` and
+`PostgresEngine` on a server that several machines can use (they need the extras
+``aiodiskqueue[redis]`` and ``aiodiskqueue[postgres]``). To store a queue somewhere else,
+subclass `ThreadedStorageEngine`, `StorageEngine` or `SharedStorageEngine`: see the guide in
+the documentation.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .base import (
     FifoStorageEngine,
@@ -15,16 +23,42 @@ from .base import (
 )
 from .dbm import DbmEngine
 from .pickled_list import PickledList
+from .shared import SharedStorageEngine
 from .sqlite import SqliteEngine
+
+if TYPE_CHECKING:
+    from .postgres import PostgresEngine
+    from .redis import RedisEngine
 
 __all__ = [
     "DbmEngine",
     "FifoStorageEngine",
     "OpenOptions",
     "PickledList",
+    "PostgresEngine",
     "Record",
+    "RedisEngine",
+    "SharedStorageEngine",
     "SqliteEngine",
     "StorageEngine",
     "Stored",
     "ThreadedStorageEngine",
 ]
+
+# Engines whose client library is an optional extra are imported when first asked for.
+_OPTIONAL = {"RedisEngine": ("redis", "redis"), "PostgresEngine": ("postgres", "asyncpg")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _OPTIONAL:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    extra, library = _OPTIONAL[name]
+    try:
+        module = importlib.import_module(f".{extra}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != library:
+            raise
+        raise ImportError(
+            f"{name} needs the {library!r} package: pip install 'aiodiskqueue[{extra}]'"
+        ) from exc
+    return getattr(module, name)

@@ -1,0 +1,88 @@
+"""The shared engine contract: a queue that many `Queue` objects use at once.
+
+A `StorageEngine` has one owner, which numbers the items and keeps the head of the queue in
+memory. A `SharedStorageEngine` is a queue of its own, kept by a server or a file that
+several `Queue` objects use at the same time, in one process or many, on one machine or
+many: the store orders the items and hands each to exactly one getter, and the `Queue` in
+front of it keeps no item in memory. `Queue.create()` tells the two kinds apart by the
+class of the engine, so the code above it does not change.
+
+Every operation is one atomic step on the store, so no item is ever half put or half got.
+Waiting is the store's business too: an engine waits for items or room the way its store
+allows best (a blocking command on the server, a notification, a cheap change counter),
+never by a busy loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+from .base import DEFAULT_OPTIONS, OpenOptions
+
+__all__ = ["SharedStorageEngine"]
+
+
+class SharedStorageEngine(abc.ABC):
+    """A queue kept by a store that several `Queue` objects may use at once.
+
+    The contract, which `Queue` relies on and every shared engine must keep:
+
+    - `open(options)` connects, creates the queue with `options.meta` if there is none, and
+      returns the queue's meta. `options.fsync` asks for the store's strongest durability.
+    - `put(data, maxsize)` appends `data` at the tail if the queue holds fewer than `maxsize`
+      items (any number if `maxsize` is 0 or less), checking and appending in one atomic
+      step, and returns True; it returns False, changing nothing, if the queue is full.
+      When it returns True the item is stored as durably as the store promises.
+    - `get()` removes the item at the head and returns it, in one atomic step: however many
+      getters there are, in however many processes, each item goes to exactly one of them.
+      It returns None if the queue is empty.
+    - `wait_for_items(timeout)` returns once the queue holds an item or `timeout` seconds
+      have passed; `wait_for_room(maxsize, timeout)` once it holds fewer than `maxsize`
+      items or the time has passed. Both may return early: the caller tries again. They
+      change nothing, so cancelling them is always safe.
+    - `size()` is the number of items the queue held when the engine last heard from the
+      store (after each of its own operations, and whenever the store tells it of a
+      change). It never blocks and is never negative.
+    - `close()` releases connections. It is called once, after the last operation.
+
+    `Queue` may call `put`, `get` and the waits from several tasks at once; an engine that
+    holds a single connection serialises them itself. An operation that fails because the
+    store is unreachable raises `QueueConnectionError` and leaves the queue as it was, or,
+    when the store cannot say whether the operation took effect, says so in the message;
+    a later operation reconnects.
+    """
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r})"
+
+    @abc.abstractmethod
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
+        """Connect, create the queue if there is none, and return its meta."""
+
+    @abc.abstractmethod
+    async def put(self, data: bytes, maxsize: int) -> bool:
+        """Append `data` unless the queue holds `maxsize` items or more; True if appended."""
+
+    @abc.abstractmethod
+    async def get(self) -> bytes | None:
+        """Remove and return the item at the head; None if the queue is empty."""
+
+    @abc.abstractmethod
+    async def wait_for_items(self, timeout: float) -> None:
+        """Return once the queue holds an item, or after `timeout` seconds (or earlier)."""
+
+    @abc.abstractmethod
+    async def wait_for_room(self, maxsize: int, timeout: float) -> None:
+        """Return once the queue holds fewer than `maxsize` items, or after `timeout` seconds."""
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """The number of items in the queue, as the engine last heard it from the store."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the engine's connections."""
