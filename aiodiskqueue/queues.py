@@ -13,7 +13,7 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
-from .engines import DbmEngine, OpenOptions, Record, StorageEngine
+from .engines import DbmEngine, OpenOptions, Record, SharedStorageEngine, StorageEngine
 from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown
 from .serializers import PickleSerializer, Serializer
 
@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EngineFactory = Callable[[str | os.PathLike[str]], StorageEngine]
-"""An engine class, or any callable that makes an engine for a path."""
+EngineFactory = Callable[[str | os.PathLike[str]], StorageEngine | SharedStorageEngine]
+"""An engine class, or any callable that makes an engine for a path or address."""
 
 Durability = Literal["process-crash", "power-loss"]
 """What a returned `put()` or `get()` survives: the process being killed (the default), or
@@ -116,7 +116,10 @@ class Queue(Generic[T]):
         `maxsize` bounds the queue (0 or less: unbounded); a reopened queue keeps all its
         items even if they are more, and `put()` waits until fewer remain.
         `cls_storage_engine` makes the engine for `path` (default: `DbmEngine`); pass an
-        engine class, or e.g. ``functools.partial(DbmEngine, backend="dbm.dumb")``.
+        engine class, or e.g. ``functools.partial(DbmEngine, backend="dbm.dumb")``. With a
+        shared engine (`SqliteEngine`, `RedisEngine`, `PostgresEngine`), `path` is its
+        address, and the queue returned is a `SharedQueue`, which several queues, in
+        several processes, use at once; see there what differs.
         `serializer` turns items into bytes (default: `PickleSerializer`); a queue keeps
         the name of its serializer and refuses to be opened with another. `readahead` is
         how many items from the head of the queue are kept in memory. `durability` and
@@ -134,6 +137,8 @@ class Queue(Generic[T]):
             meta={"serializer": serializer.name},
         )
         engine = (cls_storage_engine or DbmEngine)(path)
+        if isinstance(engine, SharedStorageEngine):
+            return await _open_shared(engine, options, maxsize, serializer, delivery)
         stored = await engine.open(options)
         try:
             if stored.meta.get("serializer", serializer.name) != serializer.name:
@@ -604,14 +609,29 @@ async def _complete_despite_cancellation(batch: _Batch) -> None:
     batch.done.result()
     task = asyncio.current_task()
     if task is not None:
-        task.get_loop().call_soon(_cancel_again, task)
+        task.get_loop().call_soon(cancel_again, task)
 
 
-def _cancel_again(task: asyncio.Task[Any]) -> None:
+def cancel_again(task: asyncio.Task[Any]) -> None:
     # Python 3.11+ counts cancellation requests, and a timeout that fired withdraws its own
     # (`uncancel`) when it exits; then there is nothing left to deliver.
     if sys.version_info < (3, 11) or task.cancelling():
         task.cancel()
+
+
+async def _open_shared(
+    engine: SharedStorageEngine,
+    options: OpenOptions,
+    maxsize: int,
+    serializer: Serializer[T],
+    delivery: Delivery,
+) -> Queue[T]:
+    from .shared_queue import SharedQueue  # it builds on this module
+
+    if delivery != "at-most-once":
+        raise ValueError(f"{engine!r} is shared, and supports only delivery='at-most-once'")
+    meta = await engine.open(options)
+    return await SharedQueue._start(engine, meta, maxsize, serializer)
 
 
 def _check_choice(name: str, value: object, choices: object) -> None:

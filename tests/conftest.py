@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aiodiskqueue.engines import DbmEngine, PickledList, SqliteEngine, StorageEngine
+from aiodiskqueue.engines import DbmEngine, ExclusiveSqliteEngine, PickledList, StorageEngine
 
 
 def _dbm_backends() -> list[str]:
@@ -32,7 +32,7 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
         f"DbmEngine[{backend}]": functools.partial(DbmEngine, backend=backend)
         for backend in DBM_BACKENDS
     },
-    "SqliteEngine": SqliteEngine,
+    "ExclusiveSqliteEngine": ExclusiveSqliteEngine,
     "PickledList": PickledList,
 }
 

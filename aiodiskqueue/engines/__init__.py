@@ -1,7 +1,8 @@
 """Storage engines: where a queue's items live.
 
-`DbmEngine` is the default. `PickledList` stores a small queue in one file. `SqliteEngine`
-stores it in an SQLite database that several processes can use at once; `RedisEngine` and
+`DbmEngine` is the default. `PickledList` stores a small queue in one file,
+`ExclusiveSqliteEngine` in an SQLite database that one queue owns. `SqliteEngine` stores it
+in an SQLite database that several processes can use at once; `RedisEngine` and
 `PostgresEngine` on a server that several machines can use (they need the extras
 ``aiodiskqueue[redis]`` and ``aiodiskqueue[postgres]``). To store a queue somewhere else,
 subclass `ThreadedStorageEngine`, `StorageEngine` or `SharedStorageEngine`: see the guide in
@@ -22,6 +23,7 @@ from .base import (
     ThreadedStorageEngine,
 )
 from .dbm import DbmEngine
+from .exclusive_sqlite import ExclusiveSqliteEngine
 from .pickled_list import PickledList
 from .shared import SharedStorageEngine
 from .sqlite import SqliteEngine
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DbmEngine",
+    "ExclusiveSqliteEngine",
     "FifoStorageEngine",
     "OpenOptions",
     "PickledList",

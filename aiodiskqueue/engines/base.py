@@ -37,6 +37,17 @@ __all__ = [
 BACKUP_SUFFIX = ".bak"
 
 
+def check_queue_path(path: str | os.PathLike[str]) -> Path:
+    """Return `path` as a `Path`; raise `ValueError` if it is one that backups take."""
+    checked = Path(path)
+    if checked.name.endswith(BACKUP_SUFFIX):
+        raise ValueError(
+            f"queue path {str(checked)!r} ends in {BACKUP_SUFFIX!r}, "
+            "which is reserved for backups of damaged queue files"
+        )
+    return checked
+
+
 class Record(NamedTuple):
     """One item as an engine stores it."""
 
@@ -98,12 +109,7 @@ class StorageEngine(abc.ABC):
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if self.path.name.endswith(BACKUP_SUFFIX):
-            raise ValueError(
-                f"queue path {str(self.path)!r} ends in {BACKUP_SUFFIX!r}, "
-                "which is reserved for backups of damaged queue files"
-            )
+        self.path = check_queue_path(path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"

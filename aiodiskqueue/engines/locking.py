@@ -1,15 +1,18 @@
-"""One queue, one owner: an exclusive lock on a queue's files while it is open.
+"""Who may open a queue's files: one owner, or several sharers, never both.
 
-The lock is a POSIX `flock` on ``<queue path>.lock``, which holds the owner's process id.
-The operating system releases it when the owner closes it or dies, so a killed process
-never leaves a stale lock behind. A second opener, in the same process or another, gets
-`QueueLockedError` naming the path and the owner.
+The lock is a POSIX `flock` on ``<queue path>.lock``. An engine with one owner takes it
+exclusively and writes its process id into it; a second opener, in the same process or
+another, gets `QueueLockedError` naming the path and the owner. Engines that several
+queues use at once share it, so that an exclusive opener is refused while they have the
+file open, and they are refused while it does. The operating system releases the lock when
+its holder closes it or dies, so a killed process never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from ..exceptions import QueueLockedError
@@ -30,15 +33,53 @@ class QueueLock:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.read(descriptor, 32).decode(errors="replace").strip()
             os.close(descriptor)
-            raise QueueLockedError(
-                f"{self.queue_path} is already open in another Queue"
-                + (f" (process {owner})" if owner else "")
-            ) from None
+            raise self._locked() from None
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
         self._descriptor = descriptor
+
+    def acquire_shared(self, patience: float) -> bool:
+        """Take the lock to share it; return True if this is the first sharer.
+
+        The first sharer holds the lock exclusively, so that it can check the files alone,
+        until it calls `share()`; later sharers wait up to `patience` seconds for that.
+        Raises `QueueLockedError` if an exclusive owner holds the lock.
+        """
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            os.ftruncate(descriptor, 0)  # no owner's process id: the lock is shared
+            self._descriptor = descriptor
+            return True
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # An owner's process id in the file: it will not let go soon.
+                if time.monotonic() < deadline and not os.pread(descriptor, 1, 0):
+                    time.sleep(0.01)
+                    continue
+                os.close(descriptor)
+                raise self._locked() from None
+            self._descriptor = descriptor
+            return False
+
+    def share(self) -> None:
+        """Let other sharers in, once the first sharer is done checking the files."""
+        if self._descriptor is not None:
+            fcntl.flock(self._descriptor, fcntl.LOCK_SH)
+
+    def _locked(self) -> QueueLockedError:
+        owner = self.path.read_text(errors="replace").strip() if self.path.exists() else ""
+        return QueueLockedError(
+            f"{self.queue_path} is already open in another Queue"
+            + (f" (process {owner})" if owner else "")
+        )
 
     def release(self) -> None:
         """Let the lock go (the lock file stays: removing it would race with a new owner)."""

@@ -16,11 +16,12 @@ never by a busy loop.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
 
-__all__ = ["SharedStorageEngine"]
+__all__ = ["KnownSize", "SharedStorageEngine"]
 
 
 class SharedStorageEngine(abc.ABC):
@@ -86,3 +87,46 @@ class SharedStorageEngine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the engine's connections."""
+
+
+class KnownSize:
+    """The size of a shared queue as an engine last heard it, and waits on it.
+
+    For engines that learn of changes from the store (a notification, a change counter)
+    rather than wait on the server: they call `heard()` with every size they learn, and
+    implement the waits with `wait_until()`.
+    """
+
+    def __init__(self, size: int = 0) -> None:
+        self._size = max(0, size)
+        self._changed = asyncio.Event()
+
+    def __int__(self) -> int:
+        return self._size
+
+    def heard(self, size: int) -> None:
+        """Record a size learnt from the store, and wake the waits to look at it."""
+        self._size = max(0, size)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, condition: Callable[[int], bool], timeout: float) -> None:
+        """Return once `condition(size)` holds, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition(self._size):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def wait_for_items(self, timeout: float) -> None:
+        """Return once the size is above 0, or after `timeout` seconds."""
+        await self.wait_until(lambda size: size > 0, timeout)
+
+    async def wait_for_room(self, maxsize: int, timeout: float) -> None:
+        """Return once the size is below `maxsize` (any, if it is 0 or less), or after `timeout`."""
+        await self.wait_until(lambda size: maxsize <= 0 or size < maxsize, timeout)

@@ -1,309 +1,241 @@
-"""SqliteEngine: the queue as a table in an SQLite database.
+"""SqliteEngine: a queue in an SQLite database file that several processes use at once.
 
-Two tables, ``queue(key INTEGER PRIMARY KEY, data BLOB NOT NULL, checksum INTEGER)`` and
-``meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)``, in WAL mode. ``checksum`` is the
-CRC-32 of the record, as in `framing` (a database of aiodiskqueue 0.2, which had none, gets
-them when it is first opened). Each commit is one transaction. The standard library's
-`sqlite3` runs in the engine's own thread, which holds the one connection for as long as
-the queue is open (the design of aiosqlite, with one thread hop per batch rather than one
-per statement).
+The file format is `SqliteFile`'s. Every put and every get is one short transaction, begun
+with ``BEGIN IMMEDIATE`` so that it takes SQLite's write lock at once: the transactions of
+all the processes that have the file open run one after another, and each item goes to
+exactly one getter. A transaction that finds the lock taken waits for it (a busy timeout of
+`BUSY_TIMEOUT` seconds), so that contention makes a caller wait rather than fail with
+"database is locked". A put checks the ``size`` row against `maxsize` and appends in the
+same transaction, so `maxsize` holds across processes.
 
-A new database is built beside its path and renamed into place, so an existing file is
-never legitimately empty. Opening checks the database (``PRAGMA quick_check``) and every
-record's checksum, reading only, so that nothing changes unless it is damaged. A damaged
-database ("file is not a database", "database disk image is malformed", an empty file, a
-record that fails its checksum) is salvaged: its records are read in key order, skipping
-past the parts that cannot be read, into a fresh database, which replaces it once
-`recovery.damaged` has kept a backup.
+Waking a getter in another process: each engine has a thread that asks SQLite every
+`POLL_INTERVAL` seconds whether another connection has committed (``PRAGMA data_version``,
+read from the WAL index in shared memory, without touching the disk) and, if one has, reads
+the ``size`` row and tells the waiting getters and putters. A getter therefore wakes within
+about `POLL_INTERVAL` of a put in another process (at once for a put in its own), and
+`size()` is never staler than that.
+
+The first engine to open the file holds it alone while it checks it (and salvages it if it
+is damaged, as `SqliteFile` does) and counts its records; the others wait for that, then
+join. `ExclusiveSqliteEngine` cannot open the file while any `SqliteEngine` has it open,
+nor the other way round.
+
+Durability: as `ExclusiveSqliteEngine`'s, for each operation. A returned put or get is in
+the write-ahead log, handed to the operating system, so it survives the process being
+killed; with ``options.fsync`` ("power-loss"), it is flushed to the disk before it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from . import framing, recovery
-from .base import Record, Stored, ThreadedStorageEngine
-from .files import create_private, fsync_file, replace
+from . import framing
+from ._worker import Worker
+from .base import DEFAULT_OPTIONS, OpenOptions, check_queue_path
+from .locking import QueueLock
+from .shared import KnownSize, SharedStorageEngine
+from .sqlite_file import INSERT, SqliteFile, transaction
 
 __all__ = ["SqliteEngine"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queue (key INTEGER PRIMARY KEY, data BLOB NOT NULL, checksum INTEGER);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_INSERT = "INSERT INTO queue (key, data, checksum) VALUES (?, ?, ?)"
-_LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
+R = TypeVar("R")
+
+BUSY_TIMEOUT = 60.0
+"""Seconds a transaction waits for another process's to end before it fails."""
+POLL_INTERVAL = 0.02
+"""Seconds between two looks for commits of other processes."""
+FIRST_OPENER_PATIENCE = 60.0
+"""Seconds an opener waits for the first opener to finish checking the file."""
 
 
-class SqliteEngine(ThreadedStorageEngine):
-    """Stores the queue in an SQLite database file, one transaction per batch.
+class SqliteEngine(SharedStorageEngine):
+    """Stores the queue in an SQLite database file, which queues in several processes share.
 
-    Durability: a returned commit is in SQLite's write-ahead log, handed to the operating
-    system (``PRAGMA synchronous=NORMAL``), so it survives the process being killed; an
-    operating-system crash or a power loss may lose the last commits, but leaves a
-    consistent database. With ``options.fsync`` ("power-loss"), ``synchronous=FULL``:
-    SQLite flushes the log to the disk at every commit (one flush per commit) and the
-    directory when it creates the log, so a returned commit survives a power loss too.
-    Opening reads every record once, to check it.
+    Every operation is a transaction of its own (see the module's documentation); for one
+    process alone, `ExclusiveSqliteEngine` and `DbmEngine` are faster.
     """
 
-    exclusive = True
-
+    _worker: Worker | None = None
+    _watcher: _Watcher | None = None
+    _lock: QueueLock | None = None
     _db: sqlite3.Connection
 
-    def blocking_open(self) -> Stored:
-        if not self.path.exists():
-            self._install(self._build(self.options.meta, ()))
-        else:
-            damage = self._check()
-            if damage is not None:
-                self._salvage(*damage)
-        self._db = self._connect()
-        count, last_key = self._db.execute(
-            "SELECT count(*), coalesce(max(key), 0) FROM queue"
-        ).fetchone()
-        self._db.executemany(
-            "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", self.options.meta.items()
-        )
-        meta = dict(self._db.execute("SELECT name, value FROM meta"))
-        logger.debug("opened %s with %d record(s)", self.path, count)
-        return Stored(size=count, last_key=last_key, meta=meta)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(os.fspath(path))
+        self.path = check_queue_path(path)
+        self._size = KnownSize()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None)
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
+        file = SqliteFile(self.path, options)
+        self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if self.options.fsync else 'NORMAL'}")
-            db.executescript(_SCHEMA)
-            if "checksum" not in _columns(db):  # a database of aiodiskqueue 0.2
-                db.create_function("crc32", 2, framing.checksum, deterministic=True)
-                db.executescript(
-                    "BEGIN; ALTER TABLE queue ADD COLUMN checksum INTEGER;"
-                    " UPDATE queue SET checksum = crc32(key, data); COMMIT;"
-                )
+            meta, size = await self._worker.call(self._blocking_open, file)
         except BaseException:
-            db.close()
+            self._worker.stop()
+            self._worker = None
             raise
-        return db
+        self._size.heard(size)
+        self._watcher = _Watcher(file, self._heard_from_thread, asyncio.get_running_loop())
+        logger.debug("opened %s with %d record(s)", self.path, size)
+        return meta
 
-    def blocking_read(self, after: int, limit: int) -> list[Record]:
-        rows = self._db.execute(
-            "SELECT key, data FROM queue WHERE key > ? ORDER BY key LIMIT ?", (after, limit)
-        )
-        return [Record(key, data) for key, data in rows]
-
-    def blocking_commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _blocking_open(self, file: SqliteFile) -> tuple[dict[str, str], int]:
+        self._lock = QueueLock(self.path)
+        first = self._lock.acquire_shared(FIRST_OPENER_PATIENCE)
         try:
-            self._db.executemany(_INSERT, _with_checksums(appends))
-            self._db.executemany("DELETE FROM queue WHERE key = ?", ((key,) for key in removals))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-
-    def blocking_close(self) -> None:
-        self._db.close()
-
-    # Checking and salvaging
-
-    def _check(self) -> tuple[str, bool] | None:
-        """Say what is wrong with the database, and whether its structure is whole."""
-        if self.path.stat().st_size == 0:
-            return "the file is empty", False
-        try:
-            with contextlib.closing(self._look()) as look:
-                report = [
-                    line
-                    for (text,) in look.execute("PRAGMA quick_check")
-                    for line in text.splitlines()
-                    if not line.startswith("***")
-                ]
-                if report != ["ok"]:
-                    more = f" (and {len(report) - 1} more)" if len(report) > 1 else ""
-                    return f"quick_check: {report[0]}{more}", False
-                select = _select(look)
-                if select is None:  # a database that holds no queue yet: it gets the tables
-                    return None
-                failed = sum(not _intact(*row) for row in look.execute(select, (0,)))
-        except sqlite3.DatabaseError as exc:
-            return str(exc), False
-        return (f"{failed} record(s) fail their checksum", True) if failed else None
-
-    def _look(self) -> sqlite3.Connection:
-        """Connect for reading only, so that looking changes no file.
-
-        A -wal left by a killed process holds commits, so it is read (SQLite may create
-        its -shm index for that); without one, the file is opened as immutable.
-        """
-        mode = "mode=ro" if self._sibling("-wal").exists() else "immutable=1"
-        return sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True)
-
-    def _salvage(self, problem: str, whole: bool) -> None:
-        """Replace the damaged database by one that holds every record that can be read."""
-        with contextlib.closing(self._look()) as look:
+            if first:
+                file.prepare()
+            self._db = file.connect(timeout=BUSY_TIMEOUT)
             try:
-                meta = dict(look.execute("SELECT name, value FROM meta"))
-            except sqlite3.DatabaseError:
-                meta = dict(self.options.meta)
-            salvage = _Salvage(look)
-            temporary = self._build(meta, salvage)
-        try:
-            recovery.damaged(
-                self.options,
-                self.path,
-                self._sibling("-wal"),
-                recovered=salvage.recovered,
-                lost=salvage.failed if whole and salvage.whole else None,
-                problem=problem,
-            )
+                with transaction(self._db):
+                    if first:  # the count is only kept by this engine: make it true
+                        self._db.execute("DELETE FROM size")
+                        self._db.execute("INSERT INTO size SELECT count(*) FROM queue")
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                        file.options.meta.items(),
+                    )
+                meta = dict(self._db.execute("SELECT name, value FROM meta"))
+                size = self._blocking_size()
+            except BaseException:
+                self._db.close()
+                raise
         except BaseException:
-            temporary.unlink()
+            self._unlock()
             raise
-        self._install(temporary)
+        self._lock.share()
+        return meta, size
 
-    def _build(self, meta: Mapping[str, str], records: Iterable[Record]) -> Path:
-        """Write a new database beside the queue's path, and return where it is."""
-        temporary = self._sibling(".tmp")
-        temporary.unlink(missing_ok=True)
-        create_private(temporary)  # SQLite gives its -wal and -shm files the same mode
-        db = sqlite3.connect(temporary, isolation_level=None)
+    async def put(self, data: bytes, maxsize: int) -> bool:
+        stored, size = await self._call(self._blocking_put, data, maxsize)
+        self._size.heard(size)
+        return stored
+
+    def _blocking_put(self, data: bytes, maxsize: int) -> tuple[bool, int]:
+        with transaction(self._db):
+            size = self._blocking_size()
+            if 0 < maxsize <= size:
+                return False, size
+            (key,) = self._db.execute("SELECT coalesce(max(key), 0) + 1 FROM queue").fetchone()
+            self._db.execute(INSERT, (key, data, framing.checksum(key, data)))
+            self._db.execute("UPDATE size SET count = count + 1")
+        return True, size + 1
+
+    async def get(self) -> bytes | None:
+        data, size = await self._call(self._blocking_get)
+        self._size.heard(size)
+        return data
+
+    def _blocking_get(self) -> tuple[bytes | None, int]:
+        if self._blocking_size() == 0:  # a read, which waits for no lock
+            return None, 0
+        with transaction(self._db):
+            row = self._db.execute("SELECT key, data FROM queue ORDER BY key LIMIT 1").fetchone()
+            if row is None:
+                return None, 0
+            key, data = row
+            self._db.execute("DELETE FROM queue WHERE key = ?", (key,))
+            self._db.execute("UPDATE size SET count = max(count - 1, 0)")
+            return data, self._blocking_size()
+
+    def _blocking_size(self) -> int:
+        row = self._db.execute("SELECT count FROM size").fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def wait_for_items(self, timeout: float) -> None:
+        await self._size.wait_for_items(timeout)
+
+    async def wait_for_room(self, maxsize: int, timeout: float) -> None:
+        await self._size.wait_for_room(maxsize, timeout)
+
+    def size(self) -> int:
+        return int(self._size)
+
+    def _heard_from_thread(self, size: int) -> None:
+        self._size.heard(size)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        worker = self._running()
         try:
-            db.execute("PRAGMA journal_mode=WAL")  # as it will be used: opening changes nothing
-            db.executescript(_SCHEMA)
-            db.execute("BEGIN")
-            db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", meta.items())
-            # A damaged table may yield a key twice: the first copy that passed its checksum stays.
-            db.executemany(_INSERT.replace("INTO", "OR IGNORE INTO"), _with_checksums(records))
-            db.execute("COMMIT")
-        except BaseException:
-            db.close()
-            temporary.unlink()
-            raise
-        db.close()
-        return temporary
+            await worker.call(self._blocking_close)
+        finally:
+            self._worker = None
+            worker.stop()
 
-    def _install(self, temporary: Path) -> None:
-        """Put the database built at `temporary` in the place of the queue's files."""
-        if self.options.fsync:
-            fsync_file(temporary)
-        for suffix in ("-wal", "-shm"):  # SQLite would apply a log to the wrong database
-            self._sibling(suffix).unlink(missing_ok=True)
-        replace(temporary, self.path, fsync=self.options.fsync)
-
-    def _sibling(self, suffix: str) -> Path:
-        return self.path.with_name(self.path.name + suffix)
-
-
-class _Salvage:
-    """The records of a damaged database that can be read and pass their checksum.
-
-    Records are read in key order. Where reading fails, it goes on from the least key after
-    the damage from which reading works again.
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.recovered = 0
-        self.failed = 0  # records read that fail their checksum
-        self.whole = True  # no part of the table was unreadable
-
-    def __iter__(self) -> Iterator[Record]:
+    def _blocking_close(self) -> None:
         try:
-            select = _select(self.db)
-        except sqlite3.DatabaseError:
-            select = None
-        if select is None:
-            self.whole = False
-            return
-        start = verified = 0
-        while True:
+            self._db.close()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:
+        # A queue that was never closed: let the threads close the files.
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._worker is not None:
+            self._worker.stop(last=self._blocking_close)
+
+    async def _call(self, function: Callable[..., R], *args: Any) -> R:
+        return await self._running().call(function, *args)
+
+    def _running(self) -> Worker:
+        if self._worker is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._worker
+
+
+class _Watcher:
+    """A thread that looks for commits to the database and reports the size after each."""
+
+    def __init__(
+        self, file: SqliteFile, report: Callable[[int], None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=_watch,
+            args=(file, report, loop, self._stopped),
+            name=f"aiodiskqueue {file.path.name} watcher",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let the thread end at its next look."""
+        self._stopped.set()
+
+
+def _watch(
+    file: SqliteFile,
+    report: Callable[[int], None],
+    loop: asyncio.AbstractEventLoop,
+    stopped: threading.Event,
+) -> None:
+    with contextlib.closing(file.connect(timeout=BUSY_TIMEOUT)) as db:
+        seen = None
+        while not stopped.wait(POLL_INTERVAL):
+            (version,) = db.execute("PRAGMA data_version").fetchone()
+            if version == seen:
+                continue
+            seen = version
+            row = db.execute("SELECT count FROM size").fetchone()
             try:
-                for key, data, checksum in self.db.execute(select, (start,)):
-                    if _intact(key, data, checksum):
-                        verified = max(verified, key)
-                        self.recovered += 1
-                        yield Record(key, data)
-                    else:
-                        self.failed += 1
+                loop.call_soon_threadsafe(report, 0 if row is None else int(row[0]))
+            except RuntimeError:  # the loop is closed: nobody is left to tell
                 return
-            except sqlite3.DatabaseError:
-                self.whole = False
-                if verified >= start:  # first try a fresh search past the last good record
-                    start = verified + 1
-                    continue
-                resume = _next_readable(self.db, select, start)
-                if resume is None:
-                    return
-                start = resume
-
-
-def _next_readable(db: sqlite3.Connection, select: str, start: int) -> int | None:
-    """Return the least key above `start` from which reading works again; None if none.
-
-    Keys are tried at doubling distances from `start` until reading works (or finds no
-    record), then the gap between the last that failed and the first that worked is halved
-    down to the edge of the damage.
-    """
-    failed, step = start, 1
-    while True:
-        candidate = min(start + step, _LARGEST_KEY)
-        readable = _readable(db, select, candidate)
-        if readable is not False:
-            break
-        if candidate == _LARGEST_KEY:
-            return None
-        failed, step = candidate, step * 2
-    while candidate - failed > 1:
-        middle = (failed + candidate) // 2
-        found = _readable(db, select, middle)
-        if found is False:
-            failed = middle
-        else:
-            candidate, readable = middle, found
-    return None if readable is None else candidate
-
-
-def _readable(db: sqlite3.Connection, select: str, start: int) -> bool | None:
-    """Whether the first record with a key from `start` on can be read and passes its
-    checksum; None if there is no such record."""
-    try:
-        row = db.execute(f"{select} LIMIT 1", (start,)).fetchone()
-    except sqlite3.DatabaseError:
-        return False
-    return None if row is None else _intact(*row)
-
-
-def _select(db: sqlite3.Connection) -> str | None:
-    """The query for the records with keys from a parameter on, with their checksums.
-
-    None if the database has no queue table.
-    """
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'queue'").fetchone() is None:
-        return None
-    # A record without a checksum is damaged, unless the table is one of 0.2, which had none.
-    checksum = "coalesce(checksum, -1)" if "checksum" in _columns(db) else "NULL"
-    return f"SELECT key, data, {checksum} FROM queue WHERE key >= ? ORDER BY key"
-
-
-def _columns(db: sqlite3.Connection) -> set[str]:
-    return {row[1] for row in db.execute("PRAGMA table_info(queue)")}
-
-
-def _intact(key: object, data: object, checksum: object) -> bool:
-    """Whether a row is a record that passes its checksum (None: a table that has none)."""
-    if not (isinstance(key, int) and isinstance(data, bytes)):  # a damaged row
-        return False
-    return checksum is None or checksum == framing.checksum(key, data)
-
-
-def _with_checksums(records: Iterable[Record]) -> Iterator[tuple[int, bytes, int]]:
-    for key, data in records:
-        yield key, data, framing.checksum(key, data)
