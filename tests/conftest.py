@@ -6,12 +6,20 @@ import functools
 import importlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from aiodiskqueue.engines import DbmEngine, ExclusiveSqliteEngine, PickledList, StorageEngine
+from aiodiskqueue.engines import (
+    DbmEngine,
+    ExclusiveSqliteEngine,
+    PickledList,
+    SharedStorageEngine,
+    SqliteEngine,
+    StorageEngine,
+)
 
 
 def _dbm_backends() -> list[str]:
@@ -70,3 +78,17 @@ def unreachable(server: str, url: str, reason: object) -> None:
 def unique_name(prefix: str = "test") -> str:
     """A queue name no other test uses."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class SharedStore(NamedTuple):
+    """A shared engine, and the address of a queue on it that no other test uses."""
+
+    engine: type[SharedStorageEngine]
+    address: str
+
+
+@pytest.fixture(params=["SqliteEngine"])
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedStore]:
+    """A new queue on a shared engine; a test that uses it runs once per shared engine."""
+    if request.param == "SqliteEngine":
+        yield SharedStore(SqliteEngine, str(tmp_path / "queue.db"))
