@@ -14,6 +14,8 @@ import pytest
 from aiodiskqueue import QueueLockedError
 from aiodiskqueue.engines import Record, StorageEngine, Stored
 
+from .conftest import ENGINES
+
 EngineFactory = Callable[[Path], StorageEngine]
 
 
@@ -160,6 +162,35 @@ async def test_a_second_opener_is_refused_with_the_path_and_the_owner(
     with pytest.raises(QueueLockedError, match=rf"{path.name}.*process {os.getpid()}"):
         await engine(path).open()
     await store.close()
+
+
+@pytest.mark.parametrize("name", list(ENGINES))
+async def test_a_second_opener_in_another_process_is_refused(name: str, path: Path) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, sys\n"
+        "from tests.conftest import ENGINES\n"
+        "from aiodiskqueue import Queue\n"
+        "async def main():\n"
+        "    queue = await Queue.create(sys.argv[1], cls_storage_engine=ENGINES[sys.argv[2]])\n"
+        "    print('open', flush=True)\n"
+        "    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)\n"
+        "    await queue.close()\n"
+        "asyncio.run(main())\n",
+        str(path),
+        name,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    assert await asyncio.wait_for(holder.stdout.readline(), timeout=30) == b"open\n"
+    with pytest.raises(QueueLockedError, match=rf"process {holder.pid}"):
+        await ENGINES[name](path).open()
+    holder.stdin.close()
+    assert await asyncio.wait_for(holder.wait(), timeout=30) == 0
 
 
 async def test_a_closed_store_can_be_opened_again_at_once(

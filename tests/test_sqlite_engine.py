@@ -1,0 +1,124 @@
+"""`SqliteEngine`: one SQLite file that several processes share, and its neighbours.
+
+The queue semantics are in test_shared_queue.py and the processes in
+test_shared_processes.py; here: the engine itself, its lock against single-owner engines,
+and the file format it shares with `ExclusiveSqliteEngine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from aiodiskqueue import QueueCorruptedError, QueueLockedError
+from aiodiskqueue.engines import ExclusiveSqliteEngine, OpenOptions, Record, SqliteEngine
+
+from .helpers import within
+
+
+async def test_two_engines_share_one_file(path: Path) -> None:
+    first, second = SqliteEngine(path), SqliteEngine(path)
+    await within(first.open())
+    await within(second.open())
+    assert await within(first.put(b"one", 0))
+    assert await within(second.get()) == b"one"
+    assert await within(first.get()) is None
+    await within(first.close())
+    await within(second.close())
+
+
+async def test_put_refuses_a_full_queue_and_changes_nothing(path: Path) -> None:
+    engine = SqliteEngine(path)
+    await within(engine.open())
+    assert await within(engine.put(b"one", 1))
+    assert not await within(engine.put(b"two", 1))
+    assert engine.size() == 1
+    assert await within(engine.get()) == b"one"
+    assert await within(engine.get()) is None
+    await within(engine.close())
+
+
+async def test_a_wait_for_items_ends_after_its_timeout_on_an_empty_queue(path: Path) -> None:
+    engine = SqliteEngine(path)
+    await within(engine.open())
+    await within(engine.wait_for_items(0.05))
+    assert engine.size() == 0
+    await within(engine.close())
+
+
+async def test_an_engine_hears_of_the_puts_of_another(path: Path) -> None:
+    first, second = SqliteEngine(path), SqliteEngine(path)
+    await within(first.open())
+    await within(second.open())
+    waiting = asyncio.create_task(second.wait_for_items(60.0))
+    await within(first.put(b"one", 0))
+    await within(waiting)
+    assert second.size() == 1
+    await within(first.close())
+    await within(second.close())
+
+
+async def test_an_exclusive_engine_is_refused_while_the_file_is_shared(path: Path) -> None:
+    shared = SqliteEngine(path)
+    await within(shared.open())
+    with pytest.raises(QueueLockedError, match=path.name):
+        await within(ExclusiveSqliteEngine(path).open())
+    await within(shared.close())
+
+
+async def test_sharing_is_refused_while_an_exclusive_engine_owns_the_file(path: Path) -> None:
+    owner = ExclusiveSqliteEngine(path)
+    await within(owner.open())
+    with pytest.raises(QueueLockedError, match=r"process \d+"):
+        await within(SqliteEngine(path).open())
+    await within(owner.close())
+
+
+async def test_items_of_an_exclusive_engine_are_shared_after_it_closes(path: Path) -> None:
+    owner = ExclusiveSqliteEngine(path)
+    await within(owner.open())
+    await within(owner.commit([Record(1, b"one"), Record(2, b"two"), Record(3, b"three")], [1]))
+    await within(owner.close())
+    shared = SqliteEngine(path)
+    await within(shared.open())
+    assert shared.size() == 2, "the first sharer counts the records"
+    assert await within(shared.get()) == b"two"
+    assert await within(shared.put(b"four", 0))
+    await within(shared.close())
+    owner = ExclusiveSqliteEngine(path)
+    stored = await within(owner.open())
+    assert await within(owner.read(0, 10)) == [Record(3, b"three"), Record(4, b"four")]
+    assert stored.size == 2
+    await within(owner.close())
+
+
+async def test_the_first_sharer_salvages_a_damaged_file(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(QueueCorruptedError, match="not a database"):
+        await within(SqliteEngine(path).open(OpenOptions(on_corruption="raise")))
+    engine = SqliteEngine(path)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        await within(engine.open())
+    assert "not a database" in caplog.text
+    assert Path(f"{path}.bak").exists()
+    assert engine.size() == 0
+    await within(engine.close())
+
+
+async def test_a_shared_file_keeps_a_count_of_its_records(path: Path) -> None:
+    engine = SqliteEngine(path)
+    await within(engine.open())
+    for data in (b"a", b"b", b"c"):
+        await within(engine.put(data, 0))
+    await within(engine.get())
+    await within(engine.close())
+    with closing(sqlite3.connect(path)) as database:
+        assert database.execute("SELECT count FROM size").fetchall() == [(2,)]
+        assert database.execute("SELECT count(*) FROM queue").fetchone() == (2,)
