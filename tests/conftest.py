@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -45,6 +45,13 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
 }
 
 
+FILE_ENGINES: dict[str, Callable[[Path], StorageEngine | SharedStorageEngine]] = {
+    **ENGINES,
+    "SqliteEngine": SqliteEngine,
+}
+"""Every engine that keeps its queue in local files: the single-owner ones and SqliteEngine."""
+
+
 @pytest.fixture(params=list(ENGINES))
 def engine(request: pytest.FixtureRequest) -> Callable[[Path], StorageEngine]:
     """Makes an engine for a path; a test that uses it runs once per engine."""
@@ -65,6 +72,15 @@ REDIS_URL = os.environ.get("AIODISKQUEUE_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "AIODISKQUEUE_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Where every server is required (in CI), a skipped test counts as failed."""
+    report = yield
+    if report.skipped and os.environ.get("AIODISKQUEUE_REQUIRE_SERVERS"):
+        report.outcome = "failed"
+    return report
 
 
 def unreachable(server: str, url: str, reason: object) -> None:

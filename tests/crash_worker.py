@@ -14,7 +14,7 @@ import asyncio
 import os
 import sys
 
-from conftest import ENGINES
+from conftest import FILE_ENGINES
 
 from aiodiskqueue import Queue
 
@@ -22,7 +22,7 @@ from aiodiskqueue import Queue
 async def main(path: str, engine: str, delivery: str, round_number: int, log: int) -> None:
     queue: Queue[str] = await Queue.create(
         path,
-        cls_storage_engine=ENGINES[engine],
+        cls_storage_engine=FILE_ENGINES[engine],
         delivery=delivery,  # type: ignore[arg-type]
     )
 

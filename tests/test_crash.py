@@ -30,7 +30,7 @@ import pytest
 
 from aiodiskqueue import Queue
 
-from .conftest import ENGINES
+from .conftest import ENGINES, FILE_ENGINES
 
 ROUNDS = int(os.environ.get("AIODISKQUEUE_KILL_ROUNDS", "10"))
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -73,7 +73,7 @@ async def kill_rounds(
         for line in log.read_text().splitlines():
             kind, item = line.split(" ")
             calls.append((round_number, kind, item))
-    async with await Queue.create(path, cls_storage_engine=ENGINES[engine]) as queue:
+    async with await Queue.create(path, cls_storage_engine=FILE_ENGINES[engine]) as queue:
         drained = [await asyncio.wait_for(queue.get(), timeout=5) for _ in range(queue.qsize())]
     calls += [(ROUNDS, "G", item) for item in drained]
     put = {item for _, kind, item in calls if kind == "P"}
@@ -90,7 +90,7 @@ def parse(item: str) -> tuple[int, int, int]:
     return round_number, producer, number
 
 
-@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("engine", list(FILE_ENGINES))
 async def test_sigkill_loses_and_duplicates_nothing_delivered_at_most_once(
     engine: str, tmp_path: Path
 ) -> None:
