@@ -3,7 +3,7 @@
 >>> q = await Queue.create("jobs.db")  # doctest: +SKIP
 """
 
-from .engines import DbmEngine, PickledList, SqliteEngine
+from .engines import DbmEngine, ExclusiveSqliteEngine, PickledList, SqliteEngine
 from .exceptions import (
     AioDiskQueueError,
     QueueClosedError,
@@ -17,6 +17,7 @@ from .exceptions import (
 )
 from .queues import Delivery, Durability, OnCorruption, Queue
 from .serializers import JsonSerializer, PickleSerializer, Serializer
+from .shared_queue import SharedQueue
 
 __version__ = "0.2.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "DbmEngine",
     "Delivery",
     "Durability",
+    "ExclusiveSqliteEngine",
     "JsonSerializer",
     "OnCorruption",
     "PickleSerializer",
@@ -39,5 +41,6 @@ __all__ = [
     "QueueShutDown",
     "SerializationError",
     "Serializer",
+    "SharedQueue",
     "SqliteEngine",
 ]

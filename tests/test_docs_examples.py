@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -33,3 +34,22 @@ async def test_the_custom_engine_guide_example_keeps_a_queue_across_reopens(
     async with await Queue.create(path, cls_storage_engine=engine) as queue:
         assert [await queue.get() for _ in range(4)] == [1, 2, 3, 4]
         assert queue.empty()
+
+
+async def test_the_shared_engine_guide_example_lets_two_queues_share_items() -> None:
+    engine = load_example("memory_shared_engine").MemorySharedEngine  # type: ignore[attr-defined]
+    producer = await Queue.create("jobs", 2, cls_storage_engine=engine)
+    consumer = await Queue.create("jobs", cls_storage_engine=engine)
+
+    async def put_all() -> None:
+        for item in range(5):
+            await producer.put(item)
+            assert producer.qsize() <= 2
+
+    putting = asyncio.create_task(asyncio.wait_for(put_all(), 5))
+    got = [await asyncio.wait_for(consumer.get(), 5) for _ in range(5)]
+    await putting
+    assert got == [0, 1, 2, 3, 4]
+    assert producer.qsize() == consumer.qsize() == 0
+    await producer.close()
+    await consumer.close()

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .base import (
+    DEFAULT_OPTIONS,
     FifoStorageEngine,
     OpenOptions,
     Record,
@@ -25,7 +26,7 @@ from .base import (
 from .dbm import DbmEngine
 from .exclusive_sqlite import ExclusiveSqliteEngine
 from .pickled_list import PickledList
-from .shared import SharedStorageEngine
+from .shared import KnownSize, SharedStorageEngine
 from .sqlite import SqliteEngine
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
     from .redis import RedisEngine
 
 __all__ = [
+    "DEFAULT_OPTIONS",
     "DbmEngine",
     "ExclusiveSqliteEngine",
     "FifoStorageEngine",
+    "KnownSize",
     "OpenOptions",
     "PickledList",
     "PostgresEngine",
