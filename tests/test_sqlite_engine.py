@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -122,3 +124,32 @@ async def test_a_shared_file_keeps_a_count_of_its_records(path: Path) -> None:
     with closing(sqlite3.connect(path)) as database:
         assert database.execute("SELECT count FROM size").fetchall() == [(2,)]
         assert database.execute("SELECT count(*) FROM queue").fetchone() == (2,)
+
+
+async def test_a_program_that_leaves_a_shared_queue_open_and_waiting_exits(path: Path) -> None:
+    program = (
+        "import asyncio, sys\n"
+        "from aiodiskqueue import Queue, SqliteEngine\n"
+        "async def main():\n"
+        "    global left_open\n"
+        "    left_open = await Queue.create(sys.argv[1], cls_storage_engine=SqliteEngine)\n"
+        "    await left_open.put('got')\n"
+        "    await left_open.put('kept')\n"
+        "    print(await left_open.get(), flush=True)\n"
+        "    asyncio.ensure_future(left_open.put('while exiting'))\n"
+        "asyncio.run(main())\n"
+    )
+    done = await asyncio.wait_for(
+        asyncio.create_subprocess_exec(
+            sys.executable, "-c", program, str(path), stdout=asyncio.subprocess.PIPE
+        ),
+        timeout=30,
+    )
+    stdout, _ = await asyncio.wait_for(done.communicate(), timeout=60)
+    assert done.returncode == 0
+    assert stdout == b"got\n"
+    engine = SqliteEngine(path)
+    await within(engine.open())
+    assert pickle.loads(await within(engine.get()) or b"") == "kept"
+    assert await within(engine.get()) in (None, pickle.dumps("while exiting"))
+    await within(engine.close())
