@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from aiodiskqueue import engines
 from aiodiskqueue.engines import (
     DbmEngine,
     ExclusiveSqliteEngine,
@@ -103,8 +104,18 @@ class SharedStore(NamedTuple):
     address: str
 
 
-@pytest.fixture(params=["SqliteEngine"])
+@pytest.fixture(params=["SqliteEngine", "RedisEngine", "PostgresEngine"])
 async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedStore]:
-    """A new queue on a shared engine; a test that uses it runs once per shared engine."""
+    """A new queue on a shared engine; a test that uses it runs once per shared engine.
+
+    The server engines' queues are on the servers at REDIS_URL and POSTGRES_URL.
+    """
+    from . import servers
+
     if request.param == "SqliteEngine":
         yield SharedStore(SqliteEngine, str(tmp_path / "queue.db"))
+        return
+    engine = getattr(engines, request.param)
+    on_server = servers.redis_queue if request.param == "RedisEngine" else servers.postgres_queue
+    async with on_server() as address:
+        yield SharedStore(engine, address)

@@ -116,7 +116,7 @@ class PostgresEngine(SharedStorageEngine):
     """
 
     def __init__(self, address: str | os.PathLike[str]) -> None:
-        super().__init__(os.fspath(address))  # a path-like only so that it fits Queue.create
+        super().__init__(address)
         self._dsn, self.name, self.server = _parse(self.address)
         table = _quote(_PREFIX + self.name)
         self._channel = _PREFIX + self.name

@@ -167,7 +167,7 @@ class RedisEngine(SharedStorageEngine):
     _waiter: redis.asyncio.Redis | None = None
 
     def __init__(self, address: str | os.PathLike[str]) -> None:
-        super().__init__(os.fspath(address))
+        super().__init__(address)
         self._url, self.name, self._server = _parse(self.address)
         items = f"aiodiskqueue:{{{self.name}}}"
         self._items = items
@@ -267,11 +267,17 @@ class RedisEngine(SharedStorageEngine):
         return reply[1] if len(reply) > 1 else None
 
     async def wait_for_items(self, timeout: float) -> None:
-        self._running()
+        client = self._running()
         if timeout <= 0:
             return
         head = await self._block("BLMOVE", self._items, self._items, timeout)
-        self._size = max(self._size, 1) if head is not None else 0
+        if head is None:
+            self._size = 0
+            return
+        try:  # the size, for qsize(): the wait only says that there is an item
+            self._size = await client.llen(self._items)
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "wait")
 
     async def wait_for_room(self, maxsize: int, timeout: float) -> None:
         self._running()

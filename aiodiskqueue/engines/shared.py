@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 from collections.abc import Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
@@ -54,8 +55,8 @@ class SharedStorageEngine(abc.ABC):
     a later operation reconnects.
     """
 
-    def __init__(self, address: str) -> None:
-        self.address = address
+    def __init__(self, address: str | os.PathLike[str]) -> None:
+        self.address = os.fspath(address)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.address!r})"

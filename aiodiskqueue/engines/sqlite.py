@@ -70,7 +70,7 @@ class SqliteEngine(SharedStorageEngine):
     _db: sqlite3.Connection
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(os.fspath(path))
+        super().__init__(path)
         self.path = check_queue_path(path)
         self._size = KnownSize()
 
