@@ -1,14 +1,14 @@
 """PostgresEngine against real PostgreSQL servers: the shared engine contract, and restarts.
 
-Most tests use the server at POSTGRES_URL, each with a queue of its own that it drops
-afterwards. The restart tests crash and start a cluster of their own (see `postgres_server`).
+Most tests use the server at POSTGRES_URL, each with a queue of its own (from
+`servers.postgres_queue`, which drops it afterwards). The restart tests crash and start a
+cluster of their own (see `postgres_server`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
@@ -21,18 +21,12 @@ from aiodiskqueue.engines.postgres import PostgresEngine
 from .conftest import POSTGRES_URL, unique_name, unreachable
 from .helpers import started, within
 from .postgres_server import PostgresServer, find_binaries, free_port
+from .servers import postgres_queue, queue_address
 
 Opener = Callable[..., Awaitable[PostgresEngine]]
 
 LONG = 60.0
 """A wait's own timeout where the test expects something else to end the wait first."""
-
-
-def queue_address(database_url: str, name: str, **parameters: str) -> str:
-    """The address of queue `name` in the database at `database_url`."""
-    parts = urllib.parse.urlsplit(database_url)
-    query = "&".join(filter(None, [parts.query, urllib.parse.urlencode(parameters)]))
-    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path}/{name}", query=query))
 
 
 async def connect(url: str) -> asyncpg.Connection:
@@ -52,32 +46,16 @@ async def stored(url: str, name: str) -> tuple[list[bytes], int]:
     return [row["data"] for row in rows], size
 
 
-async def drop(url: str, name: str) -> None:
-    connection = await connect(url)
-    try:
-        await connection.execute(f'DROP TABLE IF EXISTS "aiodiskqueue_{name}"')
-        if await connection.fetchval("SELECT to_regclass('aiodiskqueue_queues') IS NOT NULL"):
-            await connection.execute("DELETE FROM aiodiskqueue_queues WHERE name = $1", name)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
-async def name() -> AsyncIterator[str]:
+async def address() -> AsyncIterator[str]:
     """A queue of the test's own on the server at POSTGRES_URL, dropped afterwards."""
-    try:
-        connection = await asyncio.wait_for(asyncpg.connect(POSTGRES_URL), 10)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-        unreachable("postgres", POSTGRES_URL, exc)
-    await connection.close()
-    queue = unique_name()
-    yield queue
-    await drop(POSTGRES_URL, queue)
+    async with postgres_queue() as address:
+        yield address
 
 
 @pytest.fixture
-def address(name: str) -> str:
-    return queue_address(POSTGRES_URL, name)
+def name(address: str) -> str:
+    return PostgresEngine(address).name
 
 
 @pytest.fixture
