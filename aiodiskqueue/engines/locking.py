@@ -75,10 +75,10 @@ class QueueLock:
             fcntl.flock(self._descriptor, fcntl.LOCK_SH)
 
     def _locked(self) -> QueueLockedError:
-        owner = self.path.read_text(errors="replace").strip() if self.path.exists() else ""
+        owner = recorded_owner(self.queue_path)
         return QueueLockedError(
             f"{self.queue_path} is already open in another Queue"
-            + (f" (process {owner})" if owner else "")
+            + (f" (process {owner})" if owner is not None else "")
         )
 
     def release(self) -> None:
@@ -86,3 +86,19 @@ class QueueLock:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
+
+
+def recorded_owner(queue_path: Path) -> int | None:
+    """Return the process id that the exclusive owner of the queue at `queue_path` wrote in
+    its lock file; None if the file holds none (sharers hold the lock, or nobody ever did).
+
+    It reads the file and takes no lock, so it is meaningful only while the lock is known to
+    be held, such as right after `QueueLock.acquire()` failed: an owner's id stays in the
+    file after the owner lets go, until the next owner or first sharer replaces it.
+    """
+    path = queue_path.with_name(queue_path.name + ".lock")
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdecimal() else None
