@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
+
+from .locking import QueueLock
 
 R = TypeVar("R")
 
@@ -77,3 +80,46 @@ def _set(future: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         future.set_result(result)
     else:
         future.set_exception(exc)
+
+
+class EngineThread:
+    """The thread that an open engine runs its blocking code in, and the lock on its files.
+
+    The engine's blocking code sets `lock` once it has taken one (in the thread); `close()`
+    and `abandon()` release it after the engine's files are closed, in the thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._worker = Worker(name)
+        self.lock: QueueLock | None = None
+
+    async def call(self, function: Callable[..., R], *args: Any) -> R:
+        """Run `function(*args)` in the thread (see `Worker.call`)."""
+        return await self._worker.call(function, *args)
+
+    async def close(self, close_files: Callable[[], object]) -> None:
+        """Run `close_files` in the thread, release the lock, and end the thread."""
+        try:
+            await self._worker.call(self._release, close_files)
+        finally:
+            self._worker.stop()
+
+    def abandon(self, close_files: Callable[[], object]) -> None:
+        """For an engine that was never closed: close its files and end, after the last call."""
+        self._worker.stop(last=functools.partial(self._release, close_files))
+
+    def stop(self) -> None:
+        """End the thread after its calls, for an engine whose opening failed."""
+        self._worker.stop()
+
+    def unlock(self) -> None:
+        """Release the lock, if the engine holds one (in the thread)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _release(self, close_files: Callable[[], object]) -> None:
+        try:
+            close_files()
+        finally:
+            self.unlock()

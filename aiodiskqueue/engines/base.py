@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from ._worker import Worker
+from ._worker import EngineThread
 from .locking import QueueLock
 
 __all__ = [
@@ -150,39 +150,29 @@ class ThreadedStorageEngine(StorageEngine):
 
     exclusive = False
     options = DEFAULT_OPTIONS
-    _worker: Worker | None = None
-    _lock: QueueLock | None = None
+    _thread: EngineThread | None = None
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
         self.options = options
-        self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
+        thread = EngineThread(name=f"aiodiskqueue {self.path.name}")
         try:
-            return await self._worker.call(self._lock_and_open)
+            stored = await thread.call(self._lock_and_open, thread)
         except BaseException:
-            self._worker.stop()
-            self._worker = None
+            thread.stop()
             raise
+        self._thread = thread
+        return stored
 
-    def _lock_and_open(self) -> Stored:
+    def _lock_and_open(self, thread: EngineThread) -> Stored:
         if self.exclusive:
-            self._lock = QueueLock(self.path)
-            self._lock.acquire()
+            lock = QueueLock(self.path)
+            lock.acquire()
+            thread.lock = lock
         try:
             return self.blocking_open()
         except BaseException:
-            self._unlock()
+            thread.unlock()
             raise
-
-    def _close_and_unlock(self) -> None:
-        try:
-            self.blocking_close()
-        finally:
-            self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     async def read(self, after: int, limit: int) -> list[Record]:
         return await self._running().call(self.blocking_read, after, limit)
@@ -191,22 +181,19 @@ class ThreadedStorageEngine(StorageEngine):
         await self._running().call(self.blocking_commit, appends, removals)
 
     async def close(self) -> None:
-        worker = self._running()
-        try:
-            await worker.call(self._close_and_unlock)
-        finally:
-            self._worker = None
-            worker.stop()
+        thread = self._running()
+        self._thread = None
+        await thread.close(self.blocking_close)
 
     def __del__(self) -> None:
         # A queue that was never closed: let the thread close the files after its last call.
-        if self._worker is not None:
-            self._worker.stop(last=self._close_and_unlock)
+        if self._thread is not None:
+            self._thread.abandon(self.blocking_close)
 
-    def _running(self) -> Worker:
-        if self._worker is None:
+    def _running(self) -> EngineThread:
+        if self._thread is None:
             raise RuntimeError(f"{self!r} is not open")
-        return self._worker
+        return self._thread
 
     @abc.abstractmethod
     def blocking_open(self) -> Stored:

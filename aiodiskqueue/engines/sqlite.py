@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from . import framing
-from ._worker import Worker
+from ._worker import EngineThread
 from .base import DEFAULT_OPTIONS, OpenOptions, check_queue_path
 from .locking import QueueLock
 from .shared import KnownSize, SharedStorageEngine
@@ -64,9 +64,8 @@ class SqliteEngine(SharedStorageEngine):
     process alone, `ExclusiveSqliteEngine` and `DbmEngine` are faster.
     """
 
-    _worker: Worker | None = None
+    _thread: EngineThread | None = None
     _watcher: _Watcher | None = None
-    _lock: QueueLock | None = None
     _db: sqlite3.Connection
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -76,21 +75,22 @@ class SqliteEngine(SharedStorageEngine):
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
         file = SqliteFile(self.path, options)
-        self._worker = Worker(name=f"aiodiskqueue {self.path.name}")
+        thread = EngineThread(name=f"aiodiskqueue {self.path.name}")
         try:
-            meta, size = await self._worker.call(self._blocking_open, file)
+            meta, size = await thread.call(self._blocking_open, file, thread)
         except BaseException:
-            self._worker.stop()
-            self._worker = None
+            thread.stop()
             raise
+        self._thread = thread
         self._size.heard(size)
         self._watcher = _Watcher(file, self._heard_from_thread, asyncio.get_running_loop())
         logger.debug("opened %s with %d record(s)", self.path, size)
         return meta
 
-    def _blocking_open(self, file: SqliteFile) -> tuple[dict[str, str], int]:
-        self._lock = QueueLock(self.path)
-        first = self._lock.acquire_shared(FIRST_OPENER_PATIENCE)
+    def _blocking_open(self, file: SqliteFile, thread: EngineThread) -> tuple[dict[str, str], int]:
+        lock = QueueLock(self.path)
+        first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
+        thread.lock = lock
         try:
             if first:
                 file.prepare()
@@ -110,9 +110,9 @@ class SqliteEngine(SharedStorageEngine):
                 self._db.close()
                 raise
         except BaseException:
-            self._unlock()
+            thread.unlock()
             raise
-        self._lock.share()
+        lock.share()
         return meta, size
 
     async def put(self, data: bytes, maxsize: int) -> bool:
@@ -167,38 +167,27 @@ class SqliteEngine(SharedStorageEngine):
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
-        worker = self._running()
-        try:
-            await worker.call(self._blocking_close)
-        finally:
-            self._worker = None
-            worker.stop()
+        thread = self._running()
+        self._thread = None
+        await thread.close(self._blocking_close)
 
     def _blocking_close(self) -> None:
-        try:
-            self._db.close()
-        finally:
-            self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self._db.close()
 
     def __del__(self) -> None:
         # A queue that was never closed: let the threads close the files.
         if self._watcher is not None:
             self._watcher.stop()
-        if self._worker is not None:
-            self._worker.stop(last=self._blocking_close)
+        if self._thread is not None:
+            self._thread.abandon(self._blocking_close)
 
     async def _call(self, function: Callable[..., R], *args: Any) -> R:
         return await self._running().call(function, *args)
 
-    def _running(self) -> Worker:
-        if self._worker is None:
+    def _running(self) -> EngineThread:
+        if self._thread is None:
             raise RuntimeError(f"{self!r} is not open")
-        return self._worker
+        return self._thread
 
 
 class _Watcher:
