@@ -27,8 +27,8 @@ _EXPECTED = (CliError, AioDiskQueueError, OSError, ValueError, ImportError, sqli
 """Failures reported in one line; anything else is a bug, and shows its traceback."""
 
 _PICKLE_NOTE = (
-    "Items of a queue with the pickle serializer are unpickled to be shown, which runs code "
-    "chosen by whoever wrote the queue: use --raw with a queue you do not trust."
+    "Items of a queue with the pickle serializer are unpickled to be shown, which runs\n"
+    "code chosen by whoever wrote the queue: use --raw with a queue you do not trust."
 )
 
 
@@ -127,7 +127,7 @@ def _add_peek(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "peek",
         "Print the first items of a queue, leaving them in it.",
         "Each item is printed with repr(), one per line, or with --json as the lines of\n"
-        f"'export'. {_PICKLE_NOTE}",
+        f"'export'.\n{_PICKLE_NOTE}",
         "aiodiskqueue peek jobs.queue -n 3",
     )
     _add_path(command)
@@ -168,12 +168,16 @@ def _add_import(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "Append the items of a JSON-lines export to a queue, in order.",
         "The whole file is checked first: a bad line is reported with its number and nothing\n"
         "is imported. Then the items are appended in commits of up to 1000, each durable\n"
-        "(flushed to the disk). A queue that does not exist is created.",
+        "(flushed to the disk). A queue that does not exist is created. With --engine\n"
+        "SqliteEngine, a queue that SqliteEngine queues in other processes have open gets\n"
+        "the items one at a time, as one more of them.",
         "aiodiskqueue import jobs.queue jobs.jsonl",
     )
     _add_path(command)
     command.add_argument("file", metavar="FILE", help="an export file; - for standard input")
-    _add_engine(command, "for a new queue (default: DbmEngine); an existing one keeps its own")
+    _add_engine(
+        command, "the engine of a new queue (default: DbmEngine; one that exists keeps its own)"
+    )
     command.add_argument(
         "--serializer",
         choices=("pickle", "json"),
@@ -189,7 +193,8 @@ def _add_migrate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser
         "Copy a queue to another engine, in order; with --move, then empty the source.",
         "DST is created with SRC's serializer. A DST that holds items is refused unless\n"
         "--append is given. With --move, SRC is emptied in one commit once DST holds every\n"
-        "item; without it, SRC is left as it is. SRC is a local queue; DST may be a server\n"
+        "item; without it, SRC is left as it is. DST is written as 'import' writes. SRC is\n"
+        "a local queue that no other process has open; DST may be a server\n"
         "address for RedisEngine (redis://HOST:PORT/DB/NAME) or PostgresEngine\n"
         "(postgresql://USER@HOST:PORT/DATABASE/NAME).",
         "aiodiskqueue migrate jobs.queue jobs.sqlite --engine SqliteEngine --move",
@@ -231,7 +236,7 @@ def _add_engine(command: argparse.ArgumentParser, what: str, *, required: bool =
         "--engine",
         metavar="NAME",
         required=required,
-        help=f"the engine, {what}: {', '.join(ENGINE_NAMES)}",
+        help=f"{what}; one of {', '.join(ENGINE_NAMES)}",
     )
     command.add_argument(
         "--dbm-backend",
