@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio
@@ -27,6 +26,7 @@ from aiodiskqueue.engines.redis import RedisEngine
 
 from .conftest import REDIS_URL, unique_name, unreachable
 from .redis_server import DURABLE, RedisServer, available, free_port
+from .servers import queue_address, redis_keys, redis_queue
 
 R = TypeVar("R")
 Opener = Callable[..., Awaitable[RedisEngine]]
@@ -41,38 +41,19 @@ async def within(awaitable: Awaitable[R]) -> R:
     return await asyncio.wait_for(awaitable, TIMEOUT)
 
 
-def queue_address(url: str, name: str) -> str:
-    """The address of the queue `name` in the database at `url`."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/') or '/0'}/{name}"))
-
-
-def keys_of(name: str) -> str:
-    """A pattern that matches every key of the queue `name`."""
-    return f"aiodiskqueue:{{{name}}}*"
+@pytest.fixture
+async def address() -> AsyncIterator[str]:
+    """The address of a queue of the test's own on the server at REDIS_URL, deleted after."""
+    async with redis_queue() as address:
+        yield address
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[redis.asyncio.Redis]:
-    """A client of the server at REDIS_URL; the test is skipped if it cannot be reached."""
+async def server(address: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the server at REDIS_URL (which `address` has found reachable)."""
     client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await within(client.ping())
-    except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
-        await client.aclose()
-        unreachable("redis", REDIS_URL, exc)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-async def address(server: redis.asyncio.Redis) -> AsyncIterator[str]:
-    """The address of a queue of the test's own on the server at REDIS_URL, deleted after."""
-    name = unique_name()
-    yield queue_address(REDIS_URL, name)
-    keys = await server.keys(keys_of(name))
-    if keys:
-        await server.delete(*keys)
 
 
 @pytest.fixture
@@ -251,7 +232,7 @@ async def test_the_queue_keys_share_the_hash_tag_of_its_name(
     await engine.wait_for_room(1, 0.01)  # the queue is full: notes its maxsize
     await engine.get()  # makes room below it: leaves the room token
     await engine.put(b"item", 0)
-    keys = sorted(cast(bytes, key).decode() for key in await server.keys(keys_of(name)))
+    keys = sorted(cast(bytes, key).decode() for key in await server.keys(redis_keys(name)))
     prefix = f"aiodiskqueue:{{{name}}}"
     assert keys == [prefix, f"{prefix}:full", f"{prefix}:meta", f"{prefix}:room:1"]
 
