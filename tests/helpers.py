@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -35,3 +36,11 @@ async def drain(queue: Queue[Any]) -> list[Any]:
         except QueueEmpty:  # the next items are still being read: wait for them
             items.append(await within(queue.get()))
     return items
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -12,10 +12,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from .helpers import free_port
 
 COMMAND_TIMEOUT = 60.0
 """How long initdb, or starting or stopping the server, may take."""
@@ -29,13 +30,6 @@ def find_binaries() -> Path | None:
     found = [Path(path) for path in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
     found.sort(key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0)
     return found[-1].parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:

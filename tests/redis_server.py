@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from pathlib import Path
 
 import redis.asyncio
+
+from .helpers import free_port
 
 STARTUP_TIMEOUT = 10.0
 """How long the server may take to start (and load its append-only file) before the test fails."""
@@ -19,14 +20,6 @@ DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 def available() -> bool:
     """Whether the redis-server program is on PATH."""
     return shutil.which("redis-server") is not None
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisServer:

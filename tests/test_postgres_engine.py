@@ -19,8 +19,8 @@ from aiodiskqueue.engines import OpenOptions
 from aiodiskqueue.engines.postgres import PostgresEngine
 
 from .conftest import POSTGRES_URL, unique_name, unreachable
-from .helpers import started, within
-from .postgres_server import PostgresServer, find_binaries, free_port
+from .helpers import free_port, started, within
+from .postgres_server import PostgresServer, find_binaries
 from .servers import postgres_queue, queue_address
 
 Opener = Callable[..., Awaitable[PostgresEngine]]

@@ -25,7 +25,8 @@ from aiodiskqueue.engines.base import DEFAULT_OPTIONS
 from aiodiskqueue.engines.redis import RedisEngine
 
 from .conftest import REDIS_URL, unique_name, unreachable
-from .redis_server import DURABLE, RedisServer, available, free_port
+from .helpers import free_port
+from .redis_server import DURABLE, RedisServer, available
 from .servers import queue_address, redis_keys, redis_queue
 
 R = TypeVar("R")

@@ -55,6 +55,17 @@ class Probe:
         return Probed
 
 
+async def start_waiting_get(
+    open_queue: Opener, shared: SharedStore
+) -> tuple[Queue[Any], asyncio.Task[Any]]:
+    """Open a queue, and start a `get()` that waits for an item in it."""
+    probe = Probe()
+    queue = await open_queue(engine=probe.engine(shared.engine))
+    getting = asyncio.create_task(queue.get())
+    await within(probe.waiting_for_items.wait())
+    return queue, getting
+
+
 @pytest.fixture
 async def open_queue(shared: SharedStore) -> AsyncIterator[Opener]:
     """Opens queues on the test's shared store, and closes them after the test."""
@@ -158,10 +169,7 @@ async def test_items_are_kept_when_every_queue_is_closed(open_queue: Opener) -> 
 async def test_a_get_cancelled_while_waiting_takes_no_item(
     open_queue: Opener, shared: SharedStore
 ) -> None:
-    probe = Probe()
-    queue = await open_queue(engine=probe.engine(shared.engine))
-    getting = asyncio.create_task(queue.get())
-    await within(probe.waiting_for_items.wait())
+    queue, getting = await start_waiting_get(open_queue, shared)
     getting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await within(getting)
@@ -201,10 +209,7 @@ async def test_a_timeout_on_a_waiting_get_loses_nothing(open_queue: Opener) -> N
 async def test_shutdown_wakes_a_waiting_getter_of_an_empty_queue(
     open_queue: Opener, shared: SharedStore
 ) -> None:
-    probe = Probe()
-    queue = await open_queue(engine=probe.engine(shared.engine))
-    getting = asyncio.create_task(queue.get())
-    await within(probe.waiting_for_items.wait())
+    queue, getting = await start_waiting_get(open_queue, shared)
     queue.shutdown()
     with pytest.raises(QueueShutDown):
         await within(getting)
@@ -232,10 +237,7 @@ async def test_an_immediate_shutdown_keeps_the_items_in_the_store(open_queue: Op
 
 
 async def test_close_wakes_a_waiting_getter(open_queue: Opener, shared: SharedStore) -> None:
-    probe = Probe()
-    queue = await open_queue(engine=probe.engine(shared.engine))
-    getting = asyncio.create_task(queue.get())
-    await within(probe.waiting_for_items.wait())
+    queue, getting = await start_waiting_get(open_queue, shared)
     await within(queue.close())
     with pytest.raises(QueueClosedError):
         await within(getting)
