@@ -68,7 +68,7 @@ async def test_an_engine_hears_of_the_puts_of_another(path: Path) -> None:
 async def test_an_exclusive_engine_is_refused_while_the_file_is_shared(path: Path) -> None:
     shared = SqliteEngine(path)
     await within(shared.open())
-    with pytest.raises(QueueLockedError, match=path.name):
+    with pytest.raises(QueueLockedError, match=rf"{path.name}.*shared by SqliteEngine"):
         await within(ExclusiveSqliteEngine(path).open())
     await within(shared.close())
 

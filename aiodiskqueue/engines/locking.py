@@ -76,10 +76,12 @@ class QueueLock:
 
     def _locked(self) -> QueueLockedError:
         owner = recorded_owner(self.queue_path)
-        return QueueLockedError(
-            f"{self.queue_path} is already open in another Queue"
-            + (f" (process {owner})" if owner is not None else "")
+        holder = (
+            f"process {owner}"
+            if owner is not None
+            else "shared by SqliteEngine queues, which this engine cannot join"
         )
+        return QueueLockedError(f"{self.queue_path} is already open in another Queue ({holder})")
 
     def release(self) -> None:
         """Let the lock go (the lock file stays: removing it would race with a new owner)."""
