@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import os
+import re
 import sys
+import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from aiodiskqueue import Queue
+
+from . import servers
 
 DOCS = Path(__file__).parent.parent / "docs"
 
@@ -53,3 +62,40 @@ async def test_the_shared_engine_guide_example_lets_two_queues_share_items() -> 
     assert producer.qsize() == consumer.qsize() == 0
     await producer.close()
     await consumer.close()
+
+
+def code_blocks() -> list[Any]:
+    """Every ``.. code-block:: python`` of the documentation and the README, as a param."""
+    blocks = []
+    for page in [*sorted(DOCS.glob("*.rst")), DOCS.parent / "README.rst"]:
+        text = page.read_text()
+        for found in re.finditer(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", text):
+            code = textwrap.dedent(found.group(1))
+            line = text.count("\n", 0, found.start()) + 1
+            blocks.append(pytest.param(code, id=f"{page.name}:{line}"))
+    return blocks
+
+
+@pytest.mark.parametrize("code", code_blocks())
+async def test_a_code_block_of_the_docs_runs(code: str, tmp_path: Path) -> None:
+    """Each block runs on its own, in a fresh directory; a block that defines `main()` and
+    does not run it is run with it. Queues on the servers get names of the test's own."""
+    async with contextlib.AsyncExitStack() as stack:
+        for server in ("redis", "postgresql"):
+            for address in set(re.findall(rf'"({server}://[^"]*/jobs)"', code)):
+                on_server = servers.redis_queue if server == "redis" else servers.postgres_queue
+                own = await stack.enter_async_context(on_server(address.rpartition("/")[0]))
+                code = code.replace(f'"{address}"', f'"{own}"')
+        if "async def main" in code and "asyncio.run(main())" not in code:
+            code += "\nimport asyncio\n\nasyncio.run(main())\n"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(DOCS / "examples")},
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
