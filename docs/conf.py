@@ -17,7 +17,7 @@ copyright = "2026, the aiodiskqueue authors"
 release = aiodiskqueue.__version__
 version = ".".join(release.split(".")[:2])
 
-extensions = ["sphinx.ext.autodoc"]
+extensions = ["sphinx.ext.autodoc", "myst_parser"]
 exclude_patterns = ["_build"]
 
 # The docstrings write names in single backquotes: make those cross-references.
