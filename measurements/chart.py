@@ -1,9 +1,12 @@
 """The chart of `run.py`'s CSV file: throughput by engine and item count, like the original
-aiodiskqueue's README chart, and, when measured, durability and commit modes and memory.
+aiodiskqueue's README chart, and, when measured, durability and commit modes, memory, and
+the profiles against the processes profile.
 
-Every panel shows the medium profile (5 producers, 1 consumer), or the fill profile for
-memory. A point measured more than once shows the last measurement. Reference rows are
-drawn in grey.
+The line panels show the medium profile (5 producers, 1 consumer), or the fill profile for
+memory; the bar panel, drawn when a processes row was measured, each engine's throughput
+with the minimal, medium, heavy and processes profiles at the largest item count that has
+a processes row. A point measured more than once shows the last measurement. Reference rows
+are drawn in grey.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workload import DEFAULT_DURABILITY, FILL, GROUP_COMMIT
+from workload import DEFAULT_DURABILITY, FILL, GROUP_COMMIT, PROCESSES
 
 Record = dict[str, str]
 Series = dict[tuple[str, ...], dict[int, float]]
 
 CHART_PROFILE = "medium"
+BAR_PROFILES = ("minimal", "medium", "heavy", PROCESSES)
 LINE_STYLES = ("-", "--", ":", "-.")
 VARIANT_MARKERS: dict[tuple[str, ...], str] = {
     (DEFAULT_DURABILITY, GROUP_COMMIT): "o",
@@ -108,6 +112,34 @@ def memory_by_engine(records: list[Record]) -> Series:
     )
 
 
+def throughput_by_profile(records: list[Record]) -> tuple[int, Series]:
+    """The largest item count with a processes row, and (label, engine, profile) -> ops/s at
+    that count, in the default mode, for every engine measured under a label that has a
+    processes row there. The Series' inner key is always that count."""
+    processes = [
+        record
+        for record in records
+        if record["profile"] == PROCESSES and record["ops/s"] and is_default_mode(record)
+    ]
+    if not processes:
+        return 0, {}
+    count = max(int(record["items"]) for record in processes)
+    labels = {record["label"] for record in processes if int(record["items"]) == count}
+    series = collect(
+        records,
+        lambda record: (
+            record["profile"] in BAR_PROFILES
+            and int(record["items"]) == count
+            and record["label"] in labels
+            and not is_reference(record["engine"])
+            and is_default_mode(record)
+        ),
+        lambda record: (record["label"], record["engine"], record["profile"]),
+        "ops/s",
+    )
+    return count, series
+
+
 class Styles:
     """One colour per engine, one line style per label, grey for references."""
 
@@ -159,6 +191,28 @@ def plot(
     axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
 
 
+def plot_bars(axes: Any, series: Series, count: int, styles: Styles) -> None:
+    """One group of bars per profile, one bar per label and engine; older labels hatched."""
+    keys = sorted({key[:2] for key in series})
+    profiles = [profile for profile in BAR_PROFILES if any(key[2] == profile for key in series)]
+    width = 0.8 / len(keys)
+    for index, (label, engine) in enumerate(keys):
+        hatch = "" if styles.line(label, engine) == LINE_STYLES[0] else "//"
+        positions = [p for p, profile in enumerate(profiles) if (label, engine, profile) in series]
+        axes.bar(
+            [position - 0.4 + width * (index + 0.5) for position in positions],
+            [series[(label, engine, profiles[position])][count] for position in positions],
+            width,
+            color=styles.colour(engine),
+            hatch=hatch,
+            label=f"{label} {engine}",
+        )
+    axes.set_xticks(range(len(profiles)), profiles)
+    axes.set_yscale("log")
+    axes.grid(True, which="both", axis="y", alpha=0.3)
+    axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+
+
 def draw(csv_path: Path, chart_path: Path) -> None:
     """Draw the chart of the whole CSV file, if matplotlib is installed."""
     try:
@@ -177,17 +231,26 @@ def draw(csv_path: Path, chart_path: Path) -> None:
         (memory_by_engine(records), "peak RSS MB while putting", "memory, fill profile"),
     ]
     panels = [panel for panel in panels if panel[0]]
-    if not panels:
+    count, by_profile = throughput_by_profile(records)
+    if not panels and not by_profile:
         print("note: no finished rows to chart")
         return
     styles = Styles(records)
     figure, axes_list = pyplot.subplots(
-        1, len(panels), figsize=(7.5 * len(panels), 5.5), squeeze=False
+        1,
+        len(panels) + bool(by_profile),
+        figsize=(7.5 * (len(panels) + bool(by_profile)), 5.5),
+        squeeze=False,
     )
-    for axes, (series, ylabel, title) in zip(axes_list[0], panels, strict=True):
+    for axes, (series, ylabel, title) in zip(axes_list[0], panels, strict=False):
         plot(axes, series, styles, lambda key: VARIANT_MARKERS.get(tuple(key[2:4]), "o"))
         axes.set_ylabel(ylabel)
         axes.set_title(title)
+    if by_profile:
+        axes = axes_list[0][-1]
+        plot_bars(axes, by_profile, count, styles)
+        axes.set_ylabel("puts + gets per second")
+        axes.set_title(f"by profile, {count:,} items: tasks in one process, or processes")
     chart_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(chart_path, dpi=110, bbox_inches="tight")
     pyplot.close(figure)

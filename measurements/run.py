@@ -4,8 +4,13 @@ Runs the load profiles of the original aiodiskqueue against each engine, durabil
 commit mode and item count, and reports puts plus gets per second, the peak RSS, the bytes
 on disk per item, the worst event loop lag and whether every item came out exactly once.
 The ``fill`` profile puts every item, closes the queue, and reopens and drains it in a
-fresh process. Reference rows (an in-memory asyncio.Queue, a plain file append) show what
-the figures can be held against.
+fresh process; the ``processes`` profile, for shared engines, puts and gets from producer
+and consumer processes of their own. Reference rows (an in-memory asyncio.Queue, a plain
+file append) show what the figures can be held against.
+
+The shared engines on a server (RedisEngine, PostgresEngine) run when named in ``--engines``,
+or in ``--full`` when their server answers, on the servers that ``--redis-url`` and
+``--postgres-url`` name: each row uses a queue of its own there, removed afterwards.
 
 Run it with the Python whose aiodiskqueue you want to measure (3.10 or newer), from a directory
 where a source checkout does not shadow the installed package::
@@ -14,13 +19,15 @@ where a source checkout does not shadow the installed package::
     python measurements/run.py --full
     python measurements/run.py --items 100000 --durability power-loss --commit group,per-item
     python measurements/run.py --engines SqliteEngine --label "aiodiskqueue 0.1.2"
+    python measurements/run.py --engines SqliteEngine,RedisEngine --profiles medium,processes
 
 Each row runs in a fresh child process (two for ``fill``), this script in its hidden
 ``--one`` mode, with a fresh temporary directory: so the peak RSS belongs to that row alone,
 and a row that exceeds ``--timeout`` is killed and reported as TIMEOUT while the others go
-on; the larger counts of the same series are then skipped. Rows are appended to a CSV file,
-so runs of different versions can be combined; the chart is redrawn from the whole file.
-The exit status is 1 if any row did not come out "ok".
+on; the larger counts of the same series are then skipped (the processes profile's
+workers are killed with it). Rows are appended to a CSV file, so runs of different versions
+can be combined; the chart is redrawn from the whole file. The exit status is 1 if any row
+did not come out "ok".
 
 Only the API that aiodiskqueue 0.1.2 also has is used, and options it lacks are passed only
 when asked for, so one script compares releases; rows a release cannot run are skipped
@@ -32,6 +39,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +51,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import chart
+import servers
 from workload import (
     DEFAULT_DURABILITY,
     FILE_APPEND,
@@ -51,6 +61,7 @@ from workload import (
     MEMORY_QUEUE,
     PER_ITEM_COMMIT,
     PERSIST_QUEUE,
+    PROCESSES,
     PROFILES,
     QUEUE_REFERENCES,
     Job,
@@ -59,8 +70,11 @@ from workload import (
     supports,
 )
 
-ENGINE_NAMES = ("DbmEngine", "PickledList", "SqliteEngine")
+ENGINE_NAMES = ("DbmEngine", "ExclusiveSqliteEngine", "PickledList", "SqliteEngine")
+"""The engines that keep their queue in local files; 0.1.2 lacks ExclusiveSqliteEngine, and
+its SqliteEngine is the single-owner one."""
 DEFAULT_ENGINE = "DbmEngine"
+ALL_PROFILES = (*PROFILES, FILL, PROCESSES)
 DURABILITIES = (DEFAULT_DURABILITY, "power-loss")
 COMMITS = (GROUP_COMMIT, PER_ITEM_COMMIT)
 REFERENCE_NAMES = {
@@ -154,7 +168,7 @@ def reference_plan(
     durability or commit); the file appends are one loop whatever the profile, at each
     durability level."""
     specs = []
-    load_profiles = [profile for profile in profiles if profile != FILL]
+    load_profiles = [profile for profile in profiles if profile in PROFILES]
     for reference in references:
         if reference in QUEUE_REFERENCES:
             specs += [
@@ -172,8 +186,8 @@ def reference_plan(
 
 
 def quick_plan() -> list[Spec]:
-    """Every engine at the medium profile, power-loss with and without group commit on the
-    default engine, and the references: well under a minute."""
+    """Every engine with local files at the medium profile, power-loss with and without group
+    commit on the default engine, and the references: well under a minute."""
     medium = [
         Spec(engine, DEFAULT_DURABILITY, GROUP_COMMIT, "medium", QUICK_ITEMS)
         for engine in ENGINE_NAMES
@@ -199,27 +213,52 @@ def run_one(job_json: str) -> int:
 def run_child(job: Job, timeout: float) -> Measurement:
     script = str(Path(__file__).resolve())
     command = [sys.executable, script, "--one", json.dumps(asdict(job))]
-    try:
-        child = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Measurement(exactly_once="TIMEOUT")
-    sys.stderr.write(child.stderr)
+    # A session of its own, so that a timeout kills the processes profile's workers too.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            return Measurement(exactly_once="TIMEOUT")
+    sys.stderr.write(stderr)
     if child.returncode != 0:
-        last_line = child.stderr.strip().splitlines()[-1:] or [f"exit {child.returncode}"]
+        last_line = stderr.strip().splitlines()[-1:] or [f"exit {child.returncode}"]
         return Measurement(exactly_once=f"ERROR: {last_line[0]}")
-    return Measurement(**json.loads(child.stdout.splitlines()[-1]))
+    return Measurement(**json.loads(stdout.splitlines()[-1]))
 
 
-def run_spec(spec: Spec, timeout: float) -> Measurement:
-    # The parent owns the directory, so it is removed even when a child is killed.
-    with tempfile.TemporaryDirectory(prefix="aiodiskqueue-measure-") as directory:
-        job = Job(spec.engine, spec.durability, spec.commit, spec.profile, spec.items, directory)
-        if spec.profile != FILL:
-            return run_child(job, timeout)
-        filled = run_child(replace(job, phase="fill"), timeout)
-        if filled.ops_per_s is None:
-            return filled
-        reopened = run_child(replace(job, phase="reopen"), timeout)
+def run_spec(spec: Spec, timeout: float, urls: dict[str, str]) -> Measurement:
+    # The parent owns the directory and the server's queue, so they are removed even when a
+    # child is killed. Both phases of fill use the same queue.
+    address = ""
+    if spec.engine in servers.SERVER_ENGINES:
+        address = servers.queue_address(urls[spec.engine], servers.unique_name())
+    try:
+        with tempfile.TemporaryDirectory(prefix="aiodiskqueue-measure-") as directory:
+            job = Job(
+                spec.engine,
+                spec.durability,
+                spec.commit,
+                spec.profile,
+                spec.items,
+                directory,
+                address=address,
+            )
+            if spec.profile != FILL:
+                return run_child(job, timeout)
+            filled = run_child(replace(job, phase="fill"), timeout)
+            if filled.ops_per_s is None:
+                return filled
+            reopened = run_child(replace(job, phase="reopen"), timeout)
+    finally:
+        if address:
+            try:
+                servers.drop_queue(spec.engine, address)
+            except Exception as error:  # the row's figures stand; say what is left behind
+                print(f"note: could not remove the queue {address}: {error}", file=sys.stderr)
     return replace(
         filled,
         reopen_seconds=reopened.reopen_seconds,
@@ -229,12 +268,12 @@ def run_spec(spec: Spec, timeout: float) -> Measurement:
     )
 
 
-def run_repeated(spec: Spec, timeout: float, repeat: int) -> Measurement:
+def run_repeated(spec: Spec, timeout: float, repeat: int, urls: dict[str, str]) -> Measurement:
     """Run `spec` `repeat` times and keep the run of median throughput: on a shared machine
     one run can be slowed by others. A failed run is kept instead, so that none is hidden."""
     runs = []
     for _ in range(repeat):
-        measurement = run_spec(spec, timeout)
+        measurement = run_spec(spec, timeout, urls)
         if measurement.exactly_once != "ok" or measurement.ops_per_s is None:
             return measurement
         runs.append(measurement)
@@ -244,18 +283,25 @@ def run_repeated(spec: Spec, timeout: float, repeat: int) -> Measurement:
     return sorted(runs, key=lambda run: run.ops_per_s or 0.0)[(repeat - 1) // 2]
 
 
-def run_rows(specs: list[Spec], label: str, timeout: float, repeat: int) -> Iterator[Row]:
+def run_rows(
+    specs: list[Spec], label: str, timeout: float, repeat: int, urls: dict[str, str]
+) -> Iterator[Row]:
     timed_out: dict[Spec, int] = {}
+    server_problems: dict[str, str | None] = {}
     for spec in specs:
         if spec.series in timed_out:
             print(f"note: skipping {describe(spec)}: {timed_out[spec.series]} items timed out")
             continue
-        reason = supports(spec.engine, spec.durability, spec.commit)
+        reason = supports(spec.engine, spec.durability, spec.commit, spec.profile)
+        if reason is None and spec.engine in servers.SERVER_ENGINES:
+            if spec.engine not in server_problems:
+                server_problems[spec.engine] = servers.problem(spec.engine, urls[spec.engine])
+            reason = server_problems[spec.engine]
         if reason is not None:
             print(f"note: skipping {describe(spec)}: {reason}")
             continue
         print(f"running {describe(spec)} ...", file=sys.stderr, flush=True)
-        measurement = run_repeated(spec, timeout, repeat)
+        measurement = run_repeated(spec, timeout, repeat, urls)
         if measurement.exactly_once == "TIMEOUT":
             timed_out[spec.series] = spec.items
         yield Row(label, spec, measurement)
@@ -362,7 +408,7 @@ def default_label() -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    profiles = [*PROFILES, FILL]
+    profiles = list(ALL_PROFILES)
     parser.add_argument(
         "--profiles",
         type=comma_separated(one_of(profiles)),
@@ -379,7 +425,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--engines",
         type=comma_separated(str),
         default=list(ENGINE_NAMES),
-        help="comma-separated names in aiodiskqueue.engines, or none (default: all three)",
+        help="comma-separated names in aiodiskqueue.engines, such as "
+        f"{', '.join(ENGINE_NAMES + servers.SERVER_ENGINES)}, or none (default: "
+        f"{', '.join(ENGINE_NAMES)}, the engines with local files)",
     )
     parser.add_argument(
         "--durability",
@@ -400,18 +448,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(REFERENCE_NAMES.values()),
         help=f"comma-separated, from {', '.join(REFERENCE_NAMES)}, or none (default: all)",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=servers.DEFAULT_URLS[servers.REDIS],
+        help="RedisEngine's server, a Redis URL of a database; each row adds a queue name of "
+        "its own (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=servers.DEFAULT_URLS[servers.POSTGRES],
+        help="PostgresEngine's server, a PostgreSQL URL of a database; each row adds a queue "
+        "name of its own (default: %(default)s)",
+    )
     presets = parser.add_mutually_exclusive_group()
     presets.add_argument(
         "--quick",
         action="store_true",
-        help=f"every engine at the medium profile and {QUICK_ITEMS} items, power-loss with "
-        "group and per-item commit, and the references; replaces the options above",
+        help=f"every engine with local files at the medium profile and {QUICK_ITEMS} items, "
+        "power-loss with group and per-item commit, and the references; replaces the options "
+        "above",
     )
     presets.add_argument(
         "--full",
         action="store_true",
-        help="every profile and fill, at 1000 to 1000000 items, every engine and durability "
-        "level, and the references; --commit still applies. Takes hours.",
+        help="every profile, fill and processes, at 1000 to 1000000 items, every engine (those "
+        "on a server if it answers) and durability level, and the references; --commit still "
+        "applies. Takes hours.",
     )
     parser.add_argument(
         "--csv",
@@ -443,10 +505,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.engines = [name for name in args.engines if name != "none"]
     args.references = [name for name in args.references if name != "none"]
+    args.urls = {servers.REDIS: args.redis_url, servers.POSTGRES: args.postgres_url}
     if args.full:
-        args.profiles, args.items = [*PROFILES, FILL], list(FULL_ITEMS)
+        args.profiles, args.items = list(ALL_PROFILES), list(FULL_ITEMS)
         args.engines, args.durability = list(ENGINE_NAMES), list(DURABILITIES)
         args.references = list(REFERENCE_NAMES.values())
+        for engine in servers.SERVER_ENGINES:
+            reason = servers.problem(engine, args.urls[engine])
+            if reason is None:
+                args.engines.append(engine)
+            else:
+                print(f"note: leaving out {engine}: {reason}")
     return args
 
 
@@ -455,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.one:
         return run_one(args.one)
     rows = []
-    for row in run_rows(plan(args), args.label, args.timeout, args.repeat):
+    for row in run_rows(plan(args), args.label, args.timeout, args.repeat, args.urls):
         rows.append(row)
         # Rows go to the CSV as they finish, so an interrupted long run keeps what it measured.
         append_csv(args.csv, [row])

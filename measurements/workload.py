@@ -4,6 +4,10 @@ Everything here runs in a child process of its own, so that its peak RSS belongs
 Items are made from their number when they are put and checked when they come out, so the
 benchmark holds no copy of them: the peak RSS shows the queue, not the benchmark.
 
+The ``processes`` profile, for shared engines, runs its producers and consumers in processes
+of their own: the child that measures the row starts them, each as
+``python workload.py ROLE NUMBER JOB``, and merges what the consumers got.
+
 Only the API that aiodiskqueue 0.1.2 also has is used (options it lacks are passed only when
 asked for), so the same code measures both releases.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import pickle
 import random
@@ -23,7 +28,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,12 @@ PROFILES = {
 }
 FILL = "fill"
 """Not a load profile: put every item, close, then reopen the queue and drain it."""
+PROCESSES = "processes"
+"""For shared engines: producer and consumer processes, each with one task, on one queue."""
+PROCESS_PROFILE = Profile(producers=4, consumers=4)
+STOP = "stop"
+"""Put once per consumer process after every item: a consumer that gets it ends."""
+WORKER_SCRIPT = str(Path(__file__).resolve())
 
 
 @dataclass
@@ -96,6 +107,17 @@ class Job:
     items: int
     directory: str
     phase: str = "run"  # "run", or for FILL: "fill" then "reopen" in a second child
+    address: str = ""  # a server engine's queue; the others keep theirs in `directory`
+
+    @property
+    def location(self) -> str:
+        """What `Queue.create` is given: the address, or a path in the row's directory."""
+        return self.address or str(Path(self.directory) / "queue")
+
+    @property
+    def has_files(self) -> bool:
+        """Whether the queue is in local files, which `bytes_per_item` can measure."""
+        return not self.address and self.engine != MEMORY_QUEUE
 
 
 # --- items and their check -------------------------------------------------------------
@@ -131,6 +153,25 @@ class Delivery:
         else:
             self._seen[number] = 1
             self._missing -= 1
+
+    def save(self, path: Path) -> dict[str, int]:
+        """Write down which items came out, for `merge` in another process, and return the
+        counts that go with it."""
+        path.write_bytes(self._seen)
+        return {"gotten": self.gotten, "extra": self._extra, "damaged": self._damaged}
+
+    def merge(self, path: Path, counts: dict[str, int]) -> None:
+        """Add what another process's `Delivery` saved: an item both got is a duplicate."""
+        self.gotten += counts["gotten"]
+        self._extra += counts["extra"]
+        self._damaged += counts["damaged"]
+        seen = path.read_bytes()
+        for number in (index for index, flag in enumerate(seen) if flag):
+            if self._seen[number]:
+                self._extra += 1
+            else:
+                self._seen[number] = 1
+                self._missing -= 1
 
     def verdict(self) -> str:
         if not (self._missing or self._extra or self._damaged):
@@ -266,16 +307,15 @@ def one_transaction_per_item(engine: Any) -> Any:
 async def open_queue(job: Job) -> Any:
     if job.engine == MEMORY_QUEUE:
         return asyncio.Queue()
-    path = Path(job.directory) / "queue"
     if job.engine == PERSIST_QUEUE:
         # Its defaults: one SQLite transaction per put and per get, flushed to the disk.
         import persistqueue  # type: ignore[import-not-found, unused-ignore]
 
-        return persistqueue.AsyncSQLiteQueue(str(path))
+        return persistqueue.AsyncSQLiteQueue(job.location)
     options: dict[str, Any] = {}
     if job.durability != DEFAULT_DURABILITY:  # 0.1.2 has no such parameter
         options["durability"] = job.durability
-    return await Queue.create(path, cls_storage_engine=engine_class(job), **options)
+    return await Queue.create(job.location, cls_storage_engine=engine_class(job), **options)
 
 
 async def close(queue: Any) -> None:
@@ -284,9 +324,12 @@ async def close(queue: Any) -> None:
         await close_queue()
 
 
-def disk_bytes_per_item(directory: Path, count: int) -> float:
-    size = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
-    return size / count
+def disk_bytes_per_item(job: Job, count: int) -> float | None:
+    """The queue's files divided by `count`; None for a queue that has no local files."""
+    if not job.has_files:
+        return None
+    files = Path(job.directory).rglob("*")
+    return sum(path.stat().st_size for path in files if path.is_file()) / count
 
 
 def peak_rss_mb() -> float:
@@ -301,19 +344,19 @@ def peak_rss_mb() -> float:
 async def measure_profile(job: Job) -> Measurement:
     """Time one profile; fill the queue beforehand for consumers alone, and empty it
     afterwards for producers alone, so that every row can check exactly-once delivery."""
-    profile, count, directory = PROFILES[job.profile], job.items, Path(job.directory)
+    profile, count = PROFILES[job.profile], job.items
     queue = await open_queue(job)
     delivery = Delivery(count)
     bytes_per_item = None
     if not profile.producers:
         await run_workers(queue, count, Profile(FILL_PRODUCERS, 0), delivery)
-        bytes_per_item = disk_bytes_per_item(directory, count)
+        bytes_per_item = disk_bytes_per_item(job, count)
     async with watching_loop_lag() as lag:
         start = time.perf_counter()
         await run_workers(queue, count, profile, delivery)
         seconds = time.perf_counter() - start
     if not profile.consumers:
-        bytes_per_item = disk_bytes_per_item(directory, count)
+        bytes_per_item = disk_bytes_per_item(job, count)
         await run_workers(queue, 0, Profile(producers=0, consumers=1), delivery)
     await close(queue)
     operations = count * (bool(profile.producers) + bool(profile.consumers))
@@ -321,7 +364,7 @@ async def measure_profile(job: Job) -> Measurement:
         seconds=seconds,
         ops_per_s=operations / seconds,
         peak_rss_mb=peak_rss_mb(),
-        bytes_per_item=None if job.engine == MEMORY_QUEUE else bytes_per_item,
+        bytes_per_item=bytes_per_item,
         worst_loop_lag_ms=lag.worst_ms,
         exactly_once=delivery.verdict(),
     )
@@ -339,7 +382,7 @@ async def measure_fill(job: Job) -> Measurement:
         seconds=seconds,
         ops_per_s=job.items / seconds,
         peak_rss_mb=peak_rss_mb(),
-        bytes_per_item=disk_bytes_per_item(Path(job.directory), job.items),
+        bytes_per_item=disk_bytes_per_item(job, job.items),
         worst_loop_lag_ms=lag.worst_ms,
     )
 
@@ -361,6 +404,119 @@ async def measure_reopen(job: Job) -> Measurement:
         drain_ops_per_s=job.items / drain_seconds,
         exactly_once=delivery.verdict(),
     )
+
+
+class Worker:
+    """A producer or consumer process of the processes profile, as its parent sees it.
+
+    It says "ready" once its queue is open, starts on "go", and ends with one line of JSON:
+    its peak RSS and loop lag, and for a consumer the counts of `Delivery.save`.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+
+    @classmethod
+    async def start(cls, job: Job, role: str, number: int) -> Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            WORKER_SCRIPT,
+            role,
+            str(number),
+            json.dumps(asdict(job)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process, f"{role} process {number}")
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            status = await self.process.wait()
+            raise RuntimeError(f"{self.name} ended with status {status}")
+        return line.decode().strip()
+
+    async def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        await self.process.stdin.drain()
+
+    async def report(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(await self.line())
+        await self.process.wait()
+        return report
+
+    def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+def seen_path(job: Job, number: int) -> Path:
+    return Path(job.directory) / f"consumer-{number}.seen"
+
+
+async def measure_processes(job: Job) -> Measurement:
+    """Time producer and consumer processes on one shared queue, from the moment all have
+    opened it until every consumer has got its STOP, which this process puts once every
+    producer is done. Start-up and opening are not timed."""
+    profile, count = PROCESS_PROFILE, job.items
+    queue = await open_queue(job)  # so that the queue exists before the workers race to it
+    producers: list[Worker] = []
+    consumers: list[Worker] = []
+    try:
+        for number in range(profile.producers):
+            producers.append(await Worker.start(job, "produce", number))
+        for number in range(profile.consumers):
+            consumers.append(await Worker.start(job, "consume", number))
+        workers = producers + consumers
+        for worker in workers:
+            if await worker.line() != "ready":
+                raise RuntimeError(f"{worker.name} did not say it was ready")
+        start = time.perf_counter()
+        for worker in workers:
+            await worker.go()
+        reports = [await worker.report() for worker in producers]
+        for _ in consumers:
+            await queue.put(STOP)
+        consumed = [await worker.report() for worker in consumers]
+        seconds = time.perf_counter() - start
+    finally:
+        for worker in producers + consumers:
+            worker.stop()
+        await close(queue)
+    delivery = Delivery(count)
+    for number, counts in enumerate(consumed):
+        delivery.merge(seen_path(job, number), counts)
+    reports += consumed
+    return Measurement(
+        seconds=seconds,
+        ops_per_s=2 * count / seconds,
+        peak_rss_mb=max(report["peak_rss_mb"] for report in reports),
+        worst_loop_lag_ms=max(report["loop_lag_ms"] for report in reports),
+        exactly_once=delivery.verdict(),
+    )
+
+
+async def work(job: Job, role: str, number: int) -> dict[str, Any]:
+    """One worker process of the processes profile: producer `number` puts every
+    PROCESS_PROFILE.producers-th item from `number` on; a consumer gets items until STOP."""
+    queue = await open_queue(job)
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": nothing else runs on this loop yet
+    report: dict[str, Any] = {}
+    async with watching_loop_lag() as lag:
+        if role == "produce":
+            await put_all(queue, range(number, job.items, PROCESS_PROFILE.producers))
+        else:
+            delivery = Delivery(job.items)
+            while (item := await queue.get()) != STOP:
+                delivery.record(item)
+                await mark_done(queue)
+            report = delivery.save(seen_path(job, number))
+    await close(queue)
+    return {**report, "peak_rss_mb": peak_rss_mb(), "loop_lag_ms": lag.worst_ms}
 
 
 def framed(number: int) -> bytes:
@@ -415,7 +571,7 @@ def measure_file_append(job: Job) -> Measurement:
         seconds=seconds,
         ops_per_s=job.items / seconds,
         peak_rss_mb=peak_rss_mb(),
-        bytes_per_item=disk_bytes_per_item(path.parent, job.items),
+        bytes_per_item=disk_bytes_per_item(job, job.items),
         worst_loop_lag_ms=None if lag is None else lag.worst_ms,
         exactly_once=delivery.verdict(),
     )
@@ -432,7 +588,7 @@ def measure(job: Job) -> Measurement:
     if job.engine in (FILE_APPEND, FILE_APPEND_HOP):
         return measure_file_append(job)
     phases: dict[str, Callable[[Job], Any]] = {
-        "run": measure_profile,
+        "run": measure_processes if job.profile == PROCESSES else measure_profile,
         "fill": measure_fill,
         "reopen": measure_reopen,
     }
@@ -440,24 +596,48 @@ def measure(job: Job) -> Measurement:
     return result
 
 
-def supports(engine: str, durability: str, commit: str) -> str | None:
+def is_shared(engine: Any) -> bool:
+    """Whether `engine` is a shared engine, which several queues use at once (0.1.2 has none)."""
+    shared = getattr(engines, "SharedStorageEngine", None)
+    return shared is not None and isinstance(engine, type) and issubclass(engine, shared)
+
+
+def supports(engine: str, durability: str, commit: str, profile: str) -> str | None:
     """Why this aiodiskqueue cannot run a row, or None if it can."""
-    if engine == PERSIST_QUEUE:
+    if engine in REFERENCES:
+        if profile == PROCESSES:
+            return "the processes profile is for shared engines"
+        if engine != PERSIST_QUEUE:
+            return None
         try:
             import persistqueue  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
         except ImportError:
             return "persist-queue is not installed (pip install 'persist-queue[async]')"
         return None
-    if engine in REFERENCES:
-        return None
-    if not hasattr(engines, engine):
+    try:
+        engine_type = getattr(engines, engine)
+    except AttributeError:
         return f"this aiodiskqueue has no engine {engine}"
+    except ImportError as error:  # an engine whose client library is an optional extra
+        return str(error)
     parameters = inspect.signature(Queue.create).parameters
     if durability != DEFAULT_DURABILITY and "durability" not in parameters:
         return "this aiodiskqueue has no durability option"
+    shared = is_shared(engine_type)
+    if profile == PROCESSES and not shared:
+        return "the processes profile is for shared engines: this one has a single owner"
+    if commit == PER_ITEM_COMMIT and shared:
+        return (
+            "per-item commit does not apply to a shared engine: each put and get is a "
+            "transaction of its own already"
+        )
     threaded = getattr(engines, "ThreadedStorageEngine", None)
-    if commit == PER_ITEM_COMMIT and not (
-        threaded and issubclass(getattr(engines, engine), threaded)
-    ):
+    if commit == PER_ITEM_COMMIT and not (threaded and issubclass(engine_type, threaded)):
         return "this aiodiskqueue's engines have no blocking_commit to split"
     return None
+
+
+if __name__ == "__main__":
+    # A worker process of the processes profile: ROLE NUMBER JOB (see `Worker`).
+    worker_job = Job(**json.loads(sys.argv[3]))
+    print(json.dumps(asyncio.run(work(worker_job, sys.argv[1], int(sys.argv[2])))), flush=True)
