@@ -99,3 +99,11 @@ async def test_a_code_block_of_the_docs_runs(code: str, tmp_path: Path) -> None:
         )
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
+
+
+@pytest.mark.parametrize("chart", ["throughput.png", "shared-engines.png"])
+def test_the_docs_show_the_charts_that_the_measurements_drew(chart: str) -> None:
+    drawn = DOCS.parent / "measurements" / "results" / chart
+    assert (DOCS / "_static" / chart).read_bytes() == drawn.read_bytes(), (
+        f"copy measurements/results/{chart} to docs/_static/ after measuring"
+    )
