@@ -92,6 +92,7 @@ class Queue(Generic[T]):
     _batch: _Batch
     _storage_task: asyncio.Task[None] | None
     _closed: bool
+    _closing: asyncio.Task[None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
@@ -396,12 +397,17 @@ class Queue(Generic[T]):
     async def close(self) -> None:
         """Store the pending changes, then close the engine; later use raises `QueueClosedError`.
 
-        Waiting getters and putters raise `QueueClosedError`. Calling it again does nothing.
+        Waiting getters and putters raise `QueueClosedError`. Calling it again waits for the
+        first call's closing; cancelling it does not stop the closing.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._wake_all()
+        if not self._closed:
+            self._closed = True
+            self._wake_all()
+            # A task of its own, so that a cancelled close() still closes the engine.
+            self._closing = self._loop.create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         while self._storage_task is not None:
             with suppress(Exception):
                 await asyncio.shield(self._storage_task)
@@ -613,9 +619,17 @@ async def _complete_despite_cancellation(batch: _Batch) -> None:
 
 
 def cancel_again(task: asyncio.Task[Any]) -> None:
-    # Python 3.11+ counts cancellation requests, and a timeout that fired withdraws its own
-    # (`uncancel`) when it exits; then there is nothing left to deliver.
-    if sys.version_info < (3, 11) or task.cancelling():
+    """Deliver again a cancellation that a task swallowed to complete what it had begun.
+
+    Python 3.11+ counts cancellation requests, and a timeout that fired withdraws its own
+    (`uncancel`) when it exits: then there is nothing left to deliver. Otherwise the request
+    is still counted, so it is delivered again without counting it twice, which would turn
+    the `TimeoutError` of `asyncio.timeout()` into a `CancelledError`.
+    """
+    if sys.version_info < (3, 11):
+        task.cancel()
+    elif task.cancelling():
+        task.uncancel()
         task.cancel()
 
 

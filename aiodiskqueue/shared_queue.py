@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from .engines import SharedStorageEngine
@@ -63,6 +62,7 @@ class SharedQueue(Queue[T]):
     _done: int  # task_done() calls
     _stopped: asyncio.Future[None]  # done once the queue is shut down or closed
     _operations: set[asyncio.Task[Any]]  # sent to the store, not yet answered
+    _closing: asyncio.Task[None]
 
     @classmethod
     async def _start(
@@ -124,7 +124,7 @@ class SharedQueue(Queue[T]):
         """
         self._check_can_put()
         data = self._serializer.dumps(item)
-        while not await self._operate(self._shared.put(data, self._maxsize)):
+        while not await self._operate(self._shared.put(data, self._maxsize), bool):
             self._check_can_put()
             await self._wait(self._shared.wait_for_room(self._maxsize, WAIT_SLICE))
             self._check_can_put()
@@ -146,7 +146,7 @@ class SharedQueue(Queue[T]):
         """
         while True:
             self._check_can_get()
-            data = await self._operate(self._shared.get())
+            data = await self._operate(self._shared.get(), _is_item)
             if data is not None:
                 break
             if self._is_shutdown:
@@ -158,7 +158,7 @@ class SharedQueue(Queue[T]):
             return self._serializer.loads(data)
         except Exception:
             # Keep the item for a consumer that can read it, rather than lose it here.
-            await self._operate(self._shared.put(data, 0))
+            await self._operate(self._shared.put(data, 0), bool)
             raise
 
     def get_nowait(self) -> T:
@@ -216,14 +216,18 @@ class SharedQueue(Queue[T]):
         """Let operations sent to the store finish, then close the engine.
 
         Later use raises `QueueClosedError`, and so do waiting getters and putters. Calling
-        it again does nothing.
+        it again waits for the first call's closing; cancelling it does not stop the closing.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._stop_waiting()
-        if self._operations:
-            await asyncio.wait(self._operations)
+        if not self._closed:
+            self._closed = True
+            self._stop_waiting()
+            # A task of its own, so that a cancelled close() still closes the engine.
+            self._closing = self._loop.create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        while self._operations:  # an operation may start another (giving an item back)
+            await asyncio.wait(set(self._operations))
         await self._shared.close()
         logger.debug("closed %r", self._shared)
 
@@ -244,16 +248,19 @@ class SharedQueue(Queue[T]):
         finally:
             if not waiting.done():
                 waiting.cancel()
-                with suppress(asyncio.CancelledError):
-                    await waiting
+                await asyncio.wait((waiting,))  # a cancellation of the caller's goes on
         if not waiting.cancelled():
             waiting.result()  # an error of the engine's
 
-    async def _operate(self, operation: Coroutine[Any, Any, R]) -> R:
+    async def _operate(
+        self, operation: Coroutine[Any, Any, R], took_effect: Callable[[R], bool]
+    ) -> R:
         """Run an operation on the store to its end, even if the caller is cancelled meanwhile.
 
-        The store may already have applied it: a cancelled caller gets its result all the
-        same, and the cancellation is delivered at the task's next ``await``.
+        The store may already have applied it: a cancelled caller whose operation
+        `took_effect` gets its result all the same, and the cancellation is delivered at
+        the task's next ``await``. If it changed nothing, or failed, the caller raises
+        `CancelledError` at once.
         """
         running = self._loop.create_task(operation)
         self._operations.add(running)
@@ -264,8 +271,18 @@ class SharedQueue(Queue[T]):
                 await asyncio.shield(running)
             except asyncio.CancelledError:
                 cancelled = True
-        if cancelled:
-            task = asyncio.current_task()
-            if task is not None:
-                self._loop.call_soon(cancel_again, task)
-        return running.result()
+        if not cancelled:
+            return running.result()
+        if running.cancelled() or running.exception() is not None:
+            raise asyncio.CancelledError
+        result = running.result()
+        if not took_effect(result):
+            raise asyncio.CancelledError
+        task = asyncio.current_task()
+        if task is not None:
+            self._loop.call_soon(cancel_again, task)
+        return result
+
+
+def _is_item(data: bytes | None) -> bool:
+    return data is not None

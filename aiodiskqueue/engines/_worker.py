@@ -57,13 +57,19 @@ class Worker:
 
 def _serve(calls: SimpleQueue[_Call | None]) -> None:
     while (call := calls.get()) is not None:
-        future, function, args = call
-        try:
-            result = function(*args)
-        except BaseException as exc:  # handed to the caller, whatever it is
-            _settle(future, None, exc)
-        else:
-            _settle(future, result, None)
+        _run(*call)
+        # Hold nothing of the last call while waiting for the next: an engine left open is
+        # then collected, and its __del__ closes its files.
+        del call
+
+
+def _run(future: asyncio.Future[Any] | None, function: Callable[..., Any], args: Any) -> None:
+    try:
+        result = function(*args)
+    except BaseException as exc:  # handed to the caller, whatever it is
+        _settle(future, None, exc)
+    else:
+        _settle(future, result, None)
 
 
 def _settle(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
@@ -85,13 +91,15 @@ def _set(future: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
 class EngineThread:
     """The thread that an open engine runs its blocking code in, and the lock on its files.
 
-    The engine's blocking code sets `lock` once it has taken one (in the thread); `close()`
-    and `abandon()` release it after the engine's files are closed, in the thread.
+    The engine's blocking code sets `lock` once it has taken one, and `opened` once its
+    files are open (in the thread); `close()` and `abandon()` close the files if they are
+    open, then release the lock, in the thread.
     """
 
     def __init__(self, name: str) -> None:
         self._worker = Worker(name)
         self.lock: QueueLock | None = None
+        self.opened = False
 
     async def call(self, function: Callable[..., R], *args: Any) -> R:
         """Run `function(*args)` in the thread (see `Worker.call`)."""
@@ -105,12 +113,9 @@ class EngineThread:
             self._worker.stop()
 
     def abandon(self, close_files: Callable[[], object]) -> None:
-        """For an engine that was never closed: close its files and end, after the last call."""
+        """For an engine that was never closed, or whose opening failed or was cancelled:
+        close its files, if they were opened, and end, after the last call."""
         self._worker.stop(last=functools.partial(self._release, close_files))
-
-    def stop(self) -> None:
-        """End the thread after its calls, for an engine whose opening failed."""
-        self._worker.stop()
 
     def unlock(self) -> None:
         """Release the lock, if the engine holds one (in the thread)."""
@@ -120,6 +125,8 @@ class EngineThread:
 
     def _release(self, close_files: Callable[[], object]) -> None:
         try:
-            close_files()
+            if self.opened:
+                self.opened = False
+                close_files()
         finally:
             self.unlock()

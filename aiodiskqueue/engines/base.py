@@ -157,8 +157,8 @@ class ThreadedStorageEngine(StorageEngine):
         thread = EngineThread(name=f"aiodiskqueue {self.path.name}")
         try:
             stored = await thread.call(self._lock_and_open, thread)
-        except BaseException:
-            thread.stop()
+        except BaseException:  # a cancelled open may yet open the files: close them then
+            thread.abandon(self.blocking_close)
             raise
         self._thread = thread
         return stored
@@ -169,10 +169,12 @@ class ThreadedStorageEngine(StorageEngine):
             lock.acquire()
             thread.lock = lock
         try:
-            return self.blocking_open()
+            stored = self.blocking_open()
         except BaseException:
             thread.unlock()
             raise
+        thread.opened = True
+        return stored
 
     async def read(self, after: int, limit: int) -> list[Record]:
         return await self._running().call(self.blocking_read, after, limit)

@@ -18,6 +18,9 @@ from pathlib import Path
 from ..exceptions import QueueLockedError
 from .files import PRIVATE_MODE
 
+OWNER_GRACE = 1.0
+"""Seconds a sharer keeps trying while an owner's process id is in the lock file."""
+
 
 class QueueLock:
     """An exclusive lock on the queue stored at a path."""
@@ -26,6 +29,7 @@ class QueueLock:
         self.queue_path = queue_path
         self.path = queue_path.with_name(queue_path.name + ".lock")
         self._descriptor: int | None = None
+        self._owner = False  # holds the lock exclusively, with its process id in the file
 
     def acquire(self) -> None:
         """Take the lock, or raise `QueueLockedError` at once if someone holds it."""
@@ -38,34 +42,42 @@ class QueueLock:
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"{os.getpid()}\n".encode())
         self._descriptor = descriptor
+        self._owner = True
 
     def acquire_shared(self, patience: float) -> bool:
         """Take the lock to share it; return True if this is the first sharer.
 
         The first sharer holds the lock exclusively, so that it can check the files alone,
-        until it calls `share()`; later sharers wait up to `patience` seconds for that.
-        Raises `QueueLockedError` if an exclusive owner holds the lock.
+        until it calls `share()`; later sharers wait up to `patience` seconds for that, and
+        one of them becomes the first sharer if the first one fails or dies meanwhile.
+        Raises `QueueLockedError` if an exclusive owner holds the lock: at once, once its
+        process id has been in the file for `OWNER_GRACE` seconds (it may be an earlier
+        owner's, until a first sharer replaces it), else after `patience`.
         """
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass
-        else:
-            os.ftruncate(descriptor, 0)  # no owner's process id: the lock is shared
-            self._descriptor = descriptor
-            return True
-        deadline = time.monotonic() + patience
+        start = time.monotonic()
+        owner_seen: float | None = None
         while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            else:
+                os.ftruncate(descriptor, 0)  # no owner's process id: the lock is shared
+                self._descriptor = descriptor
+                return True
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                # An owner's process id in the file: it will not let go soon.
-                if time.monotonic() < deadline and not os.pread(descriptor, 1, 0):
-                    time.sleep(0.01)
-                    continue
-                os.close(descriptor)
-                raise self._locked() from None
+                now = time.monotonic()
+                has_owner = bool(os.pread(descriptor, 1, 0))
+                owner_seen = (owner_seen or now) if has_owner else None
+                waited_out = now - start > patience
+                if waited_out or (owner_seen is not None and now - owner_seen > OWNER_GRACE):
+                    os.close(descriptor)
+                    raise self._locked() from None
+                time.sleep(0.01)
+                continue
             self._descriptor = descriptor
             return False
 
@@ -86,6 +98,9 @@ class QueueLock:
     def release(self) -> None:
         """Let the lock go (the lock file stays: removing it would race with a new owner)."""
         if self._descriptor is not None:
+            if self._owner:  # the next opener must not take this process for its owner
+                os.ftruncate(self._descriptor, 0)
+                self._owner = False
             os.close(self._descriptor)
             self._descriptor = None
 

@@ -42,7 +42,7 @@ class SharedStorageEngine(abc.ABC):
     - `wait_for_items(timeout)` returns once the queue holds an item or `timeout` seconds
       have passed; `wait_for_room(maxsize, timeout)` once it holds fewer than `maxsize`
       items or the time has passed. Both may return early: the caller tries again. They
-      change nothing, so cancelling them is always safe.
+      change no item, so cancelling them is always safe.
     - `size()` is the number of items the queue held when the engine last heard from the
       store (after each of its own operations, and whenever the store tells it of a
       change). It never blocks and is never negative.
@@ -95,18 +95,26 @@ class KnownSize:
 
     For engines that learn of changes from the store (a notification, a change counter)
     rather than wait on the server: they call `heard()` with every size they learn, and
-    implement the waits with `wait_until()`.
+    implement the waits with `wait_until()`. Sizes learnt along different paths (an
+    operation's reply, a notification) may arrive out of order: an engine that can number
+    the states of the store passes that number as `version`, and an older size is ignored.
     """
 
     def __init__(self, size: int = 0) -> None:
         self._size = max(0, size)
+        self._version = -1
         self._changed = asyncio.Event()
 
     def __int__(self) -> int:
         return self._size
 
-    def heard(self, size: int) -> None:
-        """Record a size learnt from the store, and wake the waits to look at it."""
+    def heard(self, size: int, version: int | None = None) -> None:
+        """Record a size learnt from the store, unless its `version` is older than the last
+        one heard, and wake the waits to look at it."""
+        if version is not None:
+            if version < self._version:
+                return
+            self._version = version
         self._size = max(0, size)
         self._changed.set()
         self._changed = asyncio.Event()

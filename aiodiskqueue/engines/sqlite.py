@@ -33,8 +33,9 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from . import framing
 from ._worker import EngineThread
@@ -78,16 +79,20 @@ class SqliteEngine(SharedStorageEngine):
         thread = EngineThread(name=f"aiodiskqueue {self.path.name}")
         try:
             meta, size = await thread.call(self._blocking_open, file, thread)
-        except BaseException:
-            thread.stop()
+        except BaseException:  # a cancelled open may yet open the file: close it then
+            thread.abandon(self._blocking_close)
             raise
         self._thread = thread
-        self._size.heard(size)
-        self._watcher = _Watcher(file, self._heard_from_thread, asyncio.get_running_loop())
-        logger.debug("opened %s with %d record(s)", self.path, size)
+        self._size.heard(*size)
+        self._watcher = _Watcher(
+            file, weakref.WeakMethod(self._heard_from_thread), asyncio.get_running_loop()
+        )
+        logger.debug("opened %s with %d record(s)", self.path, size.items)
         return meta
 
-    def _blocking_open(self, file: SqliteFile, thread: EngineThread) -> tuple[dict[str, str], int]:
+    def _blocking_open(
+        self, file: SqliteFile, thread: EngineThread
+    ) -> tuple[dict[str, str], _Size]:
         lock = QueueLock(self.path)
         first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
         thread.lock = lock
@@ -97,15 +102,16 @@ class SqliteEngine(SharedStorageEngine):
             self._db = file.connect(timeout=BUSY_TIMEOUT)
             try:
                 with transaction(self._db):
-                    if first:  # the count is only kept by this engine: make it true
-                        self._db.execute("DELETE FROM size")
-                        self._db.execute("INSERT INTO size SELECT count(*) FROM queue")
+                    if first or self._blocking_size() is None:
+                        # The count is kept by this engine alone: make it true.
+                        for statement in _RECOUNT:
+                            self._db.execute(statement)
                     self._db.executemany(
                         "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
                         file.options.meta.items(),
                     )
                 meta = dict(self._db.execute("SELECT name, value FROM meta"))
-                size = self._blocking_size()
+                size = self._blocking_size() or _NONE
             except BaseException:
                 self._db.close()
                 raise
@@ -113,43 +119,44 @@ class SqliteEngine(SharedStorageEngine):
             thread.unlock()
             raise
         lock.share()
+        thread.opened = True
         return meta, size
 
     async def put(self, data: bytes, maxsize: int) -> bool:
         stored, size = await self._call(self._blocking_put, data, maxsize)
-        self._size.heard(size)
+        self._size.heard(*size)
         return stored
 
-    def _blocking_put(self, data: bytes, maxsize: int) -> tuple[bool, int]:
+    def _blocking_put(self, data: bytes, maxsize: int) -> tuple[bool, _Size]:
         with transaction(self._db):
-            size = self._blocking_size()
-            if 0 < maxsize <= size:
+            size = self._blocking_size() or _NONE
+            if 0 < maxsize <= size.items:
                 return False, size
             (key,) = self._db.execute("SELECT coalesce(max(key), 0) + 1 FROM queue").fetchone()
             self._db.execute(INSERT, (key, data, framing.checksum(key, data)))
-            self._db.execute("UPDATE size SET count = count + 1")
-        return True, size + 1
+            self._db.execute("UPDATE size SET count = count + 1, version = version + 1")
+        return True, _Size(size.items + 1, size.version + 1)
 
     async def get(self) -> bytes | None:
         data, size = await self._call(self._blocking_get)
-        self._size.heard(size)
+        self._size.heard(*size)
         return data
 
-    def _blocking_get(self) -> tuple[bytes | None, int]:
-        if self._blocking_size() == 0:  # a read, which waits for no lock
-            return None, 0
+    def _blocking_get(self) -> tuple[bytes | None, _Size]:
+        size = self._blocking_size() or _NONE
+        if size.items == 0:  # a read, which waits for no lock
+            return None, size
         with transaction(self._db):
             row = self._db.execute("SELECT key, data FROM queue ORDER BY key LIMIT 1").fetchone()
             if row is None:
-                return None, 0
+                return None, self._blocking_size() or _NONE
             key, data = row
             self._db.execute("DELETE FROM queue WHERE key = ?", (key,))
-            self._db.execute("UPDATE size SET count = max(count - 1, 0)")
-            return data, self._blocking_size()
+            self._db.execute("UPDATE size SET count = max(count - 1, 0), version = version + 1")
+            return data, self._blocking_size() or _NONE
 
-    def _blocking_size(self) -> int:
-        row = self._db.execute("SELECT count FROM size").fetchone()
-        return 0 if row is None else int(row[0])
+    def _blocking_size(self) -> _Size | None:
+        return _read_size(self._db)
 
     async def wait_for_items(self, timeout: float) -> None:
         await self._size.wait_for_items(timeout)
@@ -160,8 +167,8 @@ class SqliteEngine(SharedStorageEngine):
     def size(self) -> int:
         return int(self._size)
 
-    def _heard_from_thread(self, size: int) -> None:
-        self._size.heard(size)
+    def _heard_from_thread(self, size: _Size) -> None:
+        self._size.heard(*size)
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -190,11 +197,43 @@ class SqliteEngine(SharedStorageEngine):
         return self._thread
 
 
+class _Size(NamedTuple):
+    """The ``size`` row: the number of records, and of the puts and gets that changed it."""
+
+    items: int
+    version: int
+
+
+_NONE = _Size(0, 0)
+
+_RECOUNT = (
+    "DROP TABLE IF EXISTS size",
+    "CREATE TABLE size (count INTEGER NOT NULL, version INTEGER NOT NULL)",
+    "INSERT INTO size SELECT count(*), 0 FROM queue",
+)
+
+
+def _read_size(db: sqlite3.Connection) -> _Size | None:
+    """The ``size`` row; None if there is none (a file that no SqliteEngine counted yet)."""
+    row = db.execute("SELECT count, version FROM size").fetchone()
+    return None if row is None else _Size(int(row[0]), int(row[1]))
+
+
+Reporter = Callable[[_Size], None]
+
+
 class _Watcher:
-    """A thread that looks for commits to the database and reports the size after each."""
+    """A thread that looks for commits to the database and reports the size after each.
+
+    It holds the engine's report method by a weak reference, so that an engine left open
+    can be collected: the thread ends then.
+    """
 
     def __init__(
-        self, file: SqliteFile, report: Callable[[int], None], loop: asyncio.AbstractEventLoop
+        self,
+        file: SqliteFile,
+        report: weakref.WeakMethod[Reporter],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -212,19 +251,29 @@ class _Watcher:
 
 def _watch(
     file: SqliteFile,
-    report: Callable[[int], None],
+    report: weakref.WeakMethod[Reporter],
     loop: asyncio.AbstractEventLoop,
     stopped: threading.Event,
 ) -> None:
     with contextlib.closing(file.connect(timeout=BUSY_TIMEOUT)) as db:
         seen = None
         while not stopped.wait(POLL_INTERVAL):
-            (version,) = db.execute("PRAGMA data_version").fetchone()
-            if version == seen:
-                continue
-            seen = version
-            row = db.execute("SELECT count FROM size").fetchone()
             try:
-                loop.call_soon_threadsafe(report, 0 if row is None else int(row[0]))
+                (version,) = db.execute("PRAGMA data_version").fetchone()
+                if version == seen:
+                    continue
+                seen = version
+                size = _read_size(db)
+            except sqlite3.Error as exc:  # look again next time; waits have their timeout
+                logger.warning(
+                    "%s: looking for other processes' changes failed: %s", file.path, exc
+                )
+                continue
+            engine_report = report()
+            if engine_report is None:  # the engine was collected
+                return
+            try:
+                loop.call_soon_threadsafe(engine_report, size or _NONE)
             except RuntimeError:  # the loop is closed: nobody is left to tell
                 return
+            del engine_report

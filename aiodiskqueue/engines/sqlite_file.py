@@ -4,9 +4,11 @@ Both SQLite engines keep a queue in the same file format. Tables:
 ``queue(key INTEGER PRIMARY KEY, data BLOB NOT NULL, checksum INTEGER)``, the records in key
 order, where ``checksum`` is the CRC-32 of the record, as in `framing` (a database of
 aiodiskqueue 0.2, which had none, gets them when it is first opened);
-``meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)``; and ``size(count INTEGER NOT NULL)``,
-one row that `SqliteEngine` keeps equal to the number of records, so that it can be read
-without counting them. The database is in WAL mode.
+``meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)``; and
+``size(count INTEGER NOT NULL, version INTEGER NOT NULL)``, one row that `SqliteEngine`
+keeps equal to the number of records, so that it can be read without counting them, and
+the number of its puts and gets, so that a count read earlier is known to be older. The
+database is in WAL mode.
 
 A new database is built beside its path and renamed into place, so an existing file is
 never legitimately empty. Checking reads only (``PRAGMA quick_check`` and every record's
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (key INTEGER PRIMARY KEY, data BLOB NOT NULL, checksum INTEGER);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS size (count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS size (count INTEGER NOT NULL, version INTEGER NOT NULL);
 """
 INSERT = "INSERT INTO queue (key, data, checksum) VALUES (?, ?, ?)"
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
