@@ -37,7 +37,6 @@ with a note.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -52,6 +51,7 @@ from typing import TypeVar
 
 import chart
 import servers
+import tables
 from workload import (
     DEFAULT_DURABILITY,
     FILE_APPEND,
@@ -340,28 +340,11 @@ def cells(row: Row) -> list[str]:
 
 
 def print_table(rows: list[Row]) -> None:
-    lines = [list(HEADERS), *(cells(row) for row in rows)]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(HEADERS))]
-    for line in lines:
-        aligned = [
-            text.rjust(width) if header in NUMERIC_HEADERS else text.ljust(width)
-            for header, text, width in zip(HEADERS, line, widths, strict=True)
-        ]
-        print("  ".join(aligned).rstrip())
+    tables.print_table(HEADERS, [cells(row) for row in rows], NUMERIC_HEADERS)
 
 
 def append_csv(path: Path, rows: list[Row]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    is_new = not path.exists() or path.stat().st_size == 0
-    if not is_new:
-        with path.open(newline="") as file:
-            if tuple(next(csv.reader(file), ())) != HEADERS:
-                raise SystemExit(f"{path} has other columns: name another file with --csv")
-    with path.open("a", newline="") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        if is_new:
-            writer.writerow(HEADERS)
-        writer.writerows(cells(row) for row in rows)
+    tables.append_csv(path, HEADERS, [cells(row) for row in rows])
 
 
 # --- options ---------------------------------------------------------------------------------

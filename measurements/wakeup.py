@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import datetime
 import json
 import math
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import servers
+import tables
 from run import default_label
 
 from aiodiskqueue import Queue, engines
@@ -244,28 +244,11 @@ def cells(result: Result, date: str, label: str) -> list[str]:
 
 
 def print_table(lines: list[list[str]]) -> None:
-    lines = [list(HEADERS), *lines]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(HEADERS))]
-    for line in lines:
-        aligned = [
-            text.ljust(width) if column < 3 else text.rjust(width)
-            for column, (text, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        print("  ".join(aligned).rstrip())
+    tables.print_table(HEADERS, lines, HEADERS[3:])
 
 
 def append_csv(path: Path, lines: list[list[str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    is_new = not path.exists() or path.stat().st_size == 0
-    if not is_new:
-        with path.open(newline="") as file:
-            if tuple(next(csv.reader(file), ())) != HEADERS:
-                raise SystemExit(f"{path} has other columns: name another file with --csv")
-    with path.open("a", newline="") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        if is_new:
-            writer.writerow(HEADERS)
-        writer.writerows(lines)
+    tables.append_csv(path, HEADERS, lines)
 
 
 def draw(results: list[Result], title: str, path: Path) -> None:
