@@ -130,7 +130,6 @@ class PostgresEngine(SharedStorageEngine):
         self._said_synchronous = False
         # The size of the newest version of the queue's row that the engine has heard of.
         self._known = KnownSize()
-        self._changes = -1
         # The version at which a get found nothing to take (the rows it counts were held
         # by getters that had not committed yet): waits for items wait past it.
         self._empty_at = -1
@@ -200,7 +199,7 @@ class PostgresEngine(SharedStorageEngine):
                     self.name,
                     json.dumps(dict(meta)),
                 )
-        self._learn(row["changes"], row["size"])
+        self._known.heard(row["size"], row["changes"])
         stored: dict[str, str] = json.loads(row["meta"])
         return stored
 
@@ -208,14 +207,14 @@ class PostgresEngine(SharedStorageEngine):
         row = await self._run(
             "putting an item", "the item is in the queue", self._put_sql, self.name, data, maxsize
         )
-        self._learn(row["changes"], row["size"])
+        self._known.heard(row["size"], row["changes"])
         return bool(row["stored"])
 
     async def get(self) -> bytes | None:
         row = await self._run(
             "getting an item", "an item was taken and is lost", self._get_sql, self.name
         )
-        self._learn(row["changes"], row["size"])
+        self._known.heard(row["size"], row["changes"])
         data: bytes | None = row["data"]
         if data is None:
             self._empty_at = row["changes"]
@@ -260,7 +259,8 @@ class PostgresEngine(SharedStorageEngine):
     async def wait_for_items(self, timeout: float) -> None:
         await self._watching()
         await self._known.wait_until(
-            lambda size: (size > 0 and self._changes != self._empty_at) or self._deaf(), timeout
+            lambda size: (size > 0 and self._known.version != self._empty_at) or self._deaf(),
+            timeout,
         )
 
     async def wait_for_room(self, maxsize: int, timeout: float) -> None:
@@ -297,12 +297,6 @@ class PostgresEngine(SharedStorageEngine):
 
     # What the engine knows of the queue, and the listening connection that tells it.
 
-    def _learn(self, changes: int, size: int) -> None:
-        """Keep `size` if it is of a newer version than what the engine knew."""
-        if changes > self._changes:
-            self._changes = changes
-            self._known.heard(size)
-
     def _deaf(self) -> bool:
         """Whether the listening connection is lost, so that a wait would not hear changes."""
         return self._listener is None or bool(self._listener.is_closed())
@@ -338,7 +332,7 @@ class PostgresEngine(SharedStorageEngine):
             raise
         previous, self._listener = self._listener, listener
         if row is not None:
-            self._learn(row["changes"], row["size"])
+            self._known.heard(row["size"], row["changes"])
         if previous is not None:
             logger.info("%r listens again at %s", self, self.server)
 
@@ -348,7 +342,7 @@ class PostgresEngine(SharedStorageEngine):
         except ValueError:
             logger.debug("%r: ignored notification %r", self, payload)
             return
-        self._learn(changes, size)
+        self._known.heard(size, changes)
 
     def _on_listener_lost(self, connection: Any) -> None:
         # Waits return early, and the next one connects again.

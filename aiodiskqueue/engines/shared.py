@@ -108,6 +108,11 @@ class KnownSize:
     def __int__(self) -> int:
         return self._size
 
+    @property
+    def version(self) -> int:
+        """The version of the last size heard with one (-1 before any)."""
+        return self._version
+
     def heard(self, size: int, version: int | None = None) -> None:
         """Record a size learnt from the store, unless its `version` is older than the last
         one heard, and wake the waits to look at it."""
