@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
@@ -353,12 +354,15 @@ async def test_query_parameters_of_the_address_reach_the_server(opened: Opener, 
 
 @pytest.mark.parametrize(("fsync", "expected"), [(True, "on"), (False, "off")])
 async def test_fsync_turns_synchronous_commit_on_where_it_is_off(
-    opened: Opener, name: str, fsync: bool, expected: str
+    opened: Opener, name: str, fsync: bool, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     at = queue_address(POSTGRES_URL, name, synchronous_commit="off")
-    engine = await opened(OpenOptions(fsync=fsync), at=at)
+    with caplog.at_level(logging.INFO, logger="aiodiskqueue"):
+        engine = await opened(OpenOptions(fsync=fsync), at=at)
     async with engine._pool.acquire() as connection:  # the engine's own session
         assert await connection.fetchval("SHOW synchronous_commit") == expected
+    said = [record for record in caplog.records if "synchronous_commit" in record.getMessage()]
+    assert [record.levelno for record in said] == ([logging.INFO] if fsync else [])
 
 
 async def test_opening_with_no_server_raises_queue_connection_error() -> None:

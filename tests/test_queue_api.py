@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -496,3 +497,17 @@ async def test_get_nowait_raises_queue_empty_once_readahead_items_are_taken_with
             queue.get_nowait()
         assert queue.qsize() == 17
         assert await drain(queue) == list(range(3, 20))
+
+
+async def test_puts_and_gets_log_nothing_above_debug(
+    engine: Engine, path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await Queue.create(path, cls_storage_engine=engine) as queue:
+        with caplog.at_level(logging.DEBUG, logger="aiodiskqueue"):
+            for item in range(3):
+                await within(queue.put(item))
+            queue.put_nowait(3)
+            assert [await within(queue.get()) for _ in range(3)] == [0, 1, 2]
+            assert queue.get_nowait() == 3
+            queue.task_done()
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []

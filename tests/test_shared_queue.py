@@ -8,6 +8,7 @@ as separate processes would have.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -303,3 +304,17 @@ async def test_an_item_that_cannot_be_read_stays_in_the_store(open_queue: Opener
         await within(queue.get())
     assert await within(queue.get()) == "next"
     assert queue.qsize() == 1, "the unreadable item went to the tail"
+
+
+async def test_puts_gets_and_waits_log_nothing_above_debug(
+    open_queue: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await open_queue(1)  # opening may tell an operator something, at INFO
+    with caplog.at_level(logging.DEBUG, logger="aiodiskqueue"):
+        for item in range(3):
+            await within(queue.put(item))
+            assert await within(queue.get()) == item
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(queue.get(), 0.05)
+    louder = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    assert louder == []
