@@ -3,14 +3,8 @@ row, whether a server answers, and removing a queue afterwards.
 
 A queue on a server is named by its address, the server's URL with the queue's name as the
 last path segment (``redis://127.0.0.1:6379/0/measure_0123456789ab``). Each row gets a name
-no other row uses, so rows never see each other's items, and the queue is removed when the
-row is done. The engines have no public way to remove a queue, so `drop_queue` deletes what
-they store directly, as their module documentation lays it out:
-
-* `RedisEngine`: the keys ``aiodiskqueue:{<name>}`` and those that begin with it (the meta
-  hash, the set of full sizes, the room tokens);
-* `PostgresEngine`: the table ``aiodiskqueue_<name>`` and the queue's row in
-  ``aiodiskqueue_queues``.
+no other row uses, so rows never see each other's items, and the queue is removed with the
+engine's own ``drop()`` when the row is done.
 
 The client libraries (redis, asyncpg) are imported only when a server engine is measured.
 """
@@ -21,6 +15,8 @@ import asyncio
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from aiodiskqueue import engines
 
 REDIS = "RedisEngine"
 POSTGRES = "PostgresEngine"
@@ -72,21 +68,16 @@ def problem(engine: str, url: str) -> str | None:
 
 def drop_queue(engine: str, address: str) -> None:
     """Remove the queue at `address` and everything the engine stored for it."""
-    name, url = queue_name(address), server_url(address)
-    if engine == REDIS:
-        with _redis(url) as client:
-            keys = list(client.scan_iter(match=f"aiodiskqueue:{{{name}}}*", count=1000))
-            if keys:
-                client.delete(*keys)
-    else:
-        asyncio.run(
-            _postgres(
-                url,
-                f'DROP TABLE IF EXISTS "aiodiskqueue_{name}"',
-                ("DELETE FROM aiodiskqueue_queues WHERE name = $1", name),
-                missing_ok=True,
-            )
-        )
+    asyncio.run(_drop(getattr(engines, engine), address))
+
+
+async def _drop(engine_class: Any, address: str) -> None:
+    engine = engine_class(address)
+    await engine.open()
+    try:
+        await engine.drop()
+    finally:
+        await engine.close()
 
 
 def _redis(url: str) -> Any:
@@ -97,17 +88,11 @@ def _redis(url: str) -> Any:
     )
 
 
-async def _postgres(url: str, *statements: str | tuple[str, str], missing_ok: bool = False) -> None:
+async def _postgres(url: str, query: str) -> None:
     import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
     connection = await asyncpg.connect(url, timeout=ANSWER_TIMEOUT)
     try:
-        for statement in statements:
-            query, *arguments = (statement,) if isinstance(statement, str) else statement
-            try:
-                await connection.execute(query, *arguments)
-            except asyncpg.UndefinedTableError:
-                if not missing_ok:
-                    raise
+        await connection.execute(query)
     finally:
         await connection.close()

@@ -2,7 +2,7 @@
 
 Each context manager checks that its server answers (skipping the test, or failing it where
 servers are required, if it does not), yields the address of a queue that no other test
-uses, and deletes that queue's data afterwards.
+uses, and deletes that queue afterwards with the engine's `drop()`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import asyncio
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
+from aiodiskqueue.engines import SharedStorageEngine
 
 from .conftest import POSTGRES_URL, REDIS_URL, unique_name, unreachable
 
@@ -27,9 +30,14 @@ def queue_address(database_url: str, name: str, **parameters: str) -> str:
     )
 
 
-def redis_keys(name: str) -> str:
-    """A pattern that matches every key of the Redis queue `name`."""
-    return f"aiodiskqueue:{{{name}}}*"
+async def drop(engine_class: type[SharedStorageEngine], address: str) -> None:
+    """Delete the queue at `address` from its server, with the engine's own `drop()`."""
+    engine: Any = engine_class(address)
+    await asyncio.wait_for(engine.open(), ANSWER_TIMEOUT)
+    try:
+        await asyncio.wait_for(engine.drop(), ANSWER_TIMEOUT)
+    finally:
+        await engine.close()
 
 
 @asynccontextmanager
@@ -38,20 +46,20 @@ async def redis_queue(url: str = REDIS_URL) -> AsyncIterator[str]:
     import redis.asyncio
     import redis.exceptions
 
+    from aiodiskqueue.engines import RedisEngine
+
     client = redis.asyncio.Redis.from_url(url)
     try:
         await asyncio.wait_for(client.ping(), ANSWER_TIMEOUT)
     except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
-        await client.aclose()
         unreachable("redis", url, exc)
-    name = unique_name()
-    try:
-        yield queue_address(url, name)
     finally:
-        keys = await client.keys(redis_keys(name))
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
+    address = queue_address(url, unique_name())
+    try:
+        yield address
+    finally:
+        await drop(RedisEngine, address)
 
 
 @asynccontextmanager
@@ -59,15 +67,15 @@ async def postgres_queue(url: str = POSTGRES_URL) -> AsyncIterator[str]:
     """A queue of the test's own in the PostgreSQL database at `url`."""
     import asyncpg  # type: ignore[import-untyped]
 
+    from aiodiskqueue.engines import PostgresEngine
+
     try:
         connection = await asyncio.wait_for(asyncpg.connect(url), ANSWER_TIMEOUT)
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
         unreachable("postgres", url, exc)
-    name = unique_name()
+    await connection.close()
+    address = queue_address(url, unique_name())
     try:
-        yield queue_address(url, name)
+        yield address
     finally:
-        await connection.execute(f'DROP TABLE IF EXISTS "aiodiskqueue_{name}"')
-        if await connection.fetchval("SELECT to_regclass('aiodiskqueue_queues') IS NOT NULL"):
-            await connection.execute("DELETE FROM aiodiskqueue_queues WHERE name = $1", name)
-        await connection.close()
+        await drop(PostgresEngine, address)

@@ -139,6 +139,19 @@ async def test_size_follows_another_engines_puts_and_gets(opened: Opener) -> Non
     assert watcher.size() == 0
 
 
+async def test_drop_deletes_the_table_and_the_row_of_the_queue(opened: Opener, name: str) -> None:
+    engine = await opened()
+    await engine.put(b"item", 0)
+    await engine.drop()
+    connection = await connect(POSTGRES_URL)
+    try:
+        table = await connection.fetchval("SELECT to_regclass($1)", f"aiodiskqueue_{name}")
+        row = await connection.fetchrow("SELECT 1 FROM aiodiskqueue_queues WHERE name = $1", name)
+    finally:
+        await connection.close()
+    assert (table, row, engine.size()) == (None, None, 0)
+
+
 async def test_opening_counts_the_items_already_there(opened: Opener) -> None:
     first = await opened()
     await first.put(b"one", 0)

@@ -27,7 +27,7 @@ from aiodiskqueue.engines.redis import RedisEngine
 from .conftest import REDIS_URL, unique_name, unreachable
 from .helpers import free_port
 from .redis_server import DURABLE, RedisServer, available
-from .servers import queue_address, redis_keys, redis_queue
+from .servers import queue_address, redis_queue
 
 R = TypeVar("R")
 Opener = Callable[..., Awaitable[RedisEngine]]
@@ -233,9 +233,23 @@ async def test_the_queue_keys_share_the_hash_tag_of_its_name(
     await engine.wait_for_room(1, 0.01)  # the queue is full: notes its maxsize
     await engine.get()  # makes room below it: leaves the room token
     await engine.put(b"item", 0)
-    keys = sorted(cast(bytes, key).decode() for key in await server.keys(redis_keys(name)))
+    keys = sorted(
+        cast(bytes, key).decode() for key in await server.keys(f"aiodiskqueue:{{{name}}}*")
+    )
     prefix = f"aiodiskqueue:{{{name}}}"
     assert keys == [prefix, f"{prefix}:full", f"{prefix}:meta", f"{prefix}:room:1"]
+
+
+async def test_drop_deletes_every_key_of_the_queue(
+    address: str, engines: Opener, server: redis.asyncio.Redis
+) -> None:
+    engine = await engines(address, OpenOptions(meta={"serializer": "pickle"}))
+    await engine.put(b"item", 1)
+    await engine.wait_for_room(1, 0.01)  # notes the maxsize: more keys than the list
+    await engine.drop()
+    assert await server.keys(f"aiodiskqueue:{{{name_of(address)}}}*") == []
+    assert engine.size() == 0
+    assert await engine.get() is None
 
 
 # Waiting

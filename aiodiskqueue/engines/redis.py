@@ -294,6 +294,20 @@ class RedisEngine(SharedStorageEngine):
     def size(self) -> int:
         return max(0, self._size)
 
+    async def drop(self) -> None:
+        """Delete the queue from the server: its items, its meta and its wake-up keys.
+
+        Queues open on it elsewhere see an empty queue, which their next put creates again.
+        """
+        client = self._running()
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{self._items}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "drop")
+        self._size = 0
+
     async def close(self) -> None:
         clients = (self._client, self._waiter)
         self._client = self._waiter = None
