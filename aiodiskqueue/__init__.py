@@ -3,7 +3,14 @@
 >>> q = await Queue.create("jobs.db")  # doctest: +SKIP
 """
 
-from .engines import DbmEngine, ExclusiveSqliteEngine, PickledList, SqliteEngine
+from .acknowledgements import Receipt
+from .engines import (
+    DbmEngine,
+    ExclusiveSqliteEngine,
+    PickledList,
+    SharedSqliteEngine,
+    SqliteEngine,
+)
 from .exceptions import (
     AioDiskQueueError,
     QueueClosedError,
@@ -15,9 +22,8 @@ from .exceptions import (
     QueueShutDown,
     SerializationError,
 )
-from .queues import Delivery, Durability, OnCorruption, Queue
+from .queues import Delivery, Durability, OnCorruption, Queue, SharedQueue
 from .serializers import JsonSerializer, PickleSerializer, Serializer
-from .shared_queue import SharedQueue
 
 __version__ = "0.2.0"
 
@@ -39,8 +45,10 @@ __all__ = [
     "QueueFull",
     "QueueLockedError",
     "QueueShutDown",
+    "Receipt",
     "SerializationError",
     "Serializer",
     "SharedQueue",
+    "SharedSqliteEngine",
     "SqliteEngine",
 ]

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from .exceptions import SerializationError
 
-__all__ = ["JsonSerializer", "PickleSerializer", "Serializer"]
+__all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "check_serializer"]
 
 T = TypeVar("T")
 
@@ -33,6 +33,24 @@ class Serializer(Protocol[T]):
         """Return the item that `dumps` turned into `data`."""
 
 
+def check_serializer(serializer: Any) -> Any:
+    """Return `serializer` if it is one; raise `TypeError` saying what is wrong if not."""
+    if isinstance(serializer, type):
+        raise TypeError(
+            f"serializer must be an instance, not the class {serializer.__name__}: "
+            f"pass serializer={serializer.__name__}()"
+        )
+    missing = [
+        attribute for attribute in ("name", "dumps", "loads") if not hasattr(serializer, attribute)
+    ]
+    if missing or not isinstance(serializer.name, str):
+        raise TypeError(
+            f"{serializer!r} is not a serializer: it needs a str `name`, `dumps(item) -> bytes` "
+            f"and `loads(data) -> item` (missing: {', '.join(missing) or 'a str name'})"
+        )
+    return serializer
+
+
 class PickleSerializer:
     """Stores any picklable object with `pickle`'s highest protocol (the default).
 
@@ -45,7 +63,7 @@ class PickleSerializer:
     def dumps(self, item: Any) -> bytes:
         try:
             return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             raise SerializationError(
                 f"cannot store an item of type {type(item).__name__}: {exc}"
             ) from exc
@@ -66,7 +84,7 @@ class JsonSerializer:
     def dumps(self, item: Any) -> bytes:
         try:
             return json.dumps(item, ensure_ascii=False, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(
                 f"cannot store an item of type {type(item).__name__} as JSON: {exc}"
             ) from exc

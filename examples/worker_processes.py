@@ -1,4 +1,4 @@
-"""A producer process and worker processes sharing one queue file, with SqliteEngine.
+"""A producer process and worker processes sharing one queue file, with SharedSqliteEngine.
 
 Run with ``python examples/worker_processes.py``. The main process starts three worker
 processes, each with its own `Queue` on the same SQLite file, then puts jobs into it; each
@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from aiodiskqueue import Queue, SqliteEngine
+from aiodiskqueue import Queue, SharedSqliteEngine
 
 WORKERS = 3
 JOBS = 30
@@ -20,7 +20,7 @@ JOBS = 30
 
 async def work(path: Path) -> None:
     done = 0
-    async with await Queue.create(path, cls_storage_engine=SqliteEngine) as queue:
+    async with await Queue.create(path, cls_storage_engine=SharedSqliteEngine) as queue:
         while (job := await queue.get()) is not None:
             await asyncio.sleep(0.02)  # the work the job asks for
             done += 1
@@ -34,7 +34,7 @@ def worker(path: Path) -> None:
 
 
 async def produce(path: Path) -> None:
-    async with await Queue.create(path, cls_storage_engine=SqliteEngine) as queue:
+    async with await Queue.create(path, cls_storage_engine=SharedSqliteEngine) as queue:
         for number in range(JOBS):
             await queue.put({"job": number})
         for _ in range(WORKERS):

@@ -20,12 +20,12 @@ run() {
 }
 
 # Tasks in one process (medium, heavy) against 4 producer and 4 consumer processes.
-run --engines SqliteEngine,ExclusiveSqliteEngine,DbmEngine --profiles medium,heavy,processes \
+run --engines SharedSqliteEngine,SqliteEngine,DbmEngine --profiles medium,heavy,processes \
     --items 10000 --repeat 3
 run --engines RedisEngine,PostgresEngine --profiles medium,heavy,processes --items 10000 \
     --repeat 3 --references none
 # Fill, close, reopen in a fresh process, drain: the same queue in both processes.
-run --engines SqliteEngine,RedisEngine,PostgresEngine,ExclusiveSqliteEngine --profiles fill \
+run --engines SharedSqliteEngine,RedisEngine,PostgresEngine,SqliteEngine --profiles fill \
     --items 100000 --references none --timeout 900
 # A waiting get() in another process: its wake-up delay, and its CPU while idle.
 "$NEW" "$HERE/wakeup.py" --label "$LABEL" --redis-url "$REDIS_URL" \

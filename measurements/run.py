@@ -18,8 +18,8 @@ where a source checkout does not shadow the installed package::
     python measurements/run.py --quick
     python measurements/run.py --full
     python measurements/run.py --items 100000 --durability power-loss --commit group,per-item
-    python measurements/run.py --engines SqliteEngine --label "aiodiskqueue 0.1.2"
-    python measurements/run.py --engines SqliteEngine,RedisEngine --profiles medium,processes
+    python measurements/run.py --engines SharedSqliteEngine --label "aiodiskqueue 0.1.2"
+    python measurements/run.py --engines SharedSqliteEngine,RedisEngine --profiles medium,processes
 
 Each row runs in a fresh child process (two for ``fill``), this script in its hidden
 ``--one`` mode, with a fresh temporary directory: so the peak RSS belongs to that row alone,
@@ -70,9 +70,9 @@ from workload import (
     supports,
 )
 
-ENGINE_NAMES = ("DbmEngine", "ExclusiveSqliteEngine", "PickledList", "SqliteEngine")
-"""The engines that keep their queue in local files; 0.1.2 lacks ExclusiveSqliteEngine, and
-its SqliteEngine is the single-owner one."""
+ENGINE_NAMES = ("DbmEngine", "SqliteEngine", "PickledList", "SharedSqliteEngine")
+"""The engines that keep their queue in local files; 0.1.2 lacks SqliteEngine, and
+its SharedSqliteEngine is the single-owner one."""
 DEFAULT_ENGINE = "DbmEngine"
 ALL_PROFILES = (*PROFILES, FILL, PROCESSES)
 DURABILITIES = (DEFAULT_DURABILITY, "power-loss")

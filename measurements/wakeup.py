@@ -1,6 +1,6 @@
 """Wake-up delay and idle CPU of a getter on each shared engine.
 
-For each shared engine (SqliteEngine always; RedisEngine and PostgresEngine when their server
+For each shared engine (SharedSqliteEngine always; RedisEngine and PostgresEngine when their server
 answers), on a queue of its own:
 
 * **wake-up**: process B waits in ``await get()`` on the empty queue; this process, A, puts an
@@ -18,7 +18,7 @@ Run it with the Python whose aiodiskqueue you want to measure, from a directory 
 source checkout does not shadow the installed package::
 
     python measurements/wakeup.py
-    python measurements/wakeup.py --engines SqliteEngine --rounds 200 --idle-seconds 30
+    python measurements/wakeup.py --engines SharedSqliteEngine --rounds 200 --idle-seconds 30
 
 It prints a table, appends it to ``results/wakeup.csv``, and draws this run's delays and
 idle CPU in ``results/wakeup.png``. The target: a wake-up within TARGET_MS, and an idle
@@ -52,7 +52,7 @@ TARGET_MS = 50.0
 PAUSE_SECONDS = (0.1, 0.3)
 STOP = -1
 IDLE_REFERENCE = "ref: asyncio.sleep"
-SHARED_ENGINES = ("SqliteEngine", *servers.SERVER_ENGINES)
+SHARED_ENGINES = ("SharedSqliteEngine", *servers.SERVER_ENGINES)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCRIPT = str(Path(__file__).resolve())
 HEADERS = (

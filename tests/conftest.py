@@ -15,8 +15,8 @@ import pytest
 from aiodiskqueue import engines
 from aiodiskqueue.engines import (
     DbmEngine,
-    ExclusiveSqliteEngine,
     PickledList,
+    SharedSqliteEngine,
     SharedStorageEngine,
     SqliteEngine,
     StorageEngine,
@@ -41,16 +41,16 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
         f"DbmEngine[{backend}]": functools.partial(DbmEngine, backend=backend)
         for backend in DBM_BACKENDS
     },
-    "ExclusiveSqliteEngine": ExclusiveSqliteEngine,
+    "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
 }
 
 
 FILE_ENGINES: dict[str, Callable[[Path], StorageEngine | SharedStorageEngine]] = {
     **ENGINES,
-    "SqliteEngine": SqliteEngine,
+    "SharedSqliteEngine": SharedSqliteEngine,
 }
-"""Every engine that keeps its queue in local files: the single-owner ones and SqliteEngine."""
+"""Every engine that keeps its queue in local files: the single-owner ones, SharedSqliteEngine."""
 
 
 @pytest.fixture(params=list(ENGINES))
@@ -104,7 +104,7 @@ class SharedStore(NamedTuple):
     address: str
 
 
-@pytest.fixture(params=["SqliteEngine", "RedisEngine", "PostgresEngine"])
+@pytest.fixture(params=["SharedSqliteEngine", "RedisEngine", "PostgresEngine"])
 async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedStore]:
     """A new queue on a shared engine; a test that uses it runs once per shared engine.
 
@@ -112,8 +112,8 @@ async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """
     from . import servers
 
-    if request.param == "SqliteEngine":
-        yield SharedStore(SqliteEngine, str(tmp_path / "queue.db"))
+    if request.param == "SharedSqliteEngine":
+        yield SharedStore(SharedSqliteEngine, str(tmp_path / "queue.db"))
         return
     engine = getattr(engines, request.param)
     on_server = servers.redis_queue if request.param == "RedisEngine" else servers.postgres_queue

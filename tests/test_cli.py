@@ -28,12 +28,12 @@ from typing import Any
 
 import pytest
 
-from aiodiskqueue import JsonSerializer, Queue, SharedQueue, __version__, engines
+from aiodiskqueue import JsonSerializer, Queue, __version__, engines
 from aiodiskqueue.engines import (
     DbmEngine,
-    ExclusiveSqliteEngine,
     OpenOptions,
     PickledList,
+    SharedSqliteEngine,
     SqliteEngine,
     StorageEngine,
 )
@@ -137,13 +137,9 @@ def fill(
         queue: Queue[Any] = await Queue.create(
             path, cls_storage_engine=engine, serializer=serializer
         )
-        async with queue:
-            if isinstance(queue, SharedQueue):
-                for item in items:
-                    await queue.put(item)
-            else:  # one batch, stored when the queue closes
-                for item in items:
-                    queue.put_nowait(item)
+        async with queue:  # stored when the queue closes, in one batch on a local engine
+            for item in items:
+                queue.put_nowait(item)
 
     asyncio.run(put_all())
 
@@ -285,14 +281,14 @@ def test_info_names_the_process_that_holds_the_queue(queue: Path) -> None:
 
 def test_info_counts_a_sqlite_queue_that_other_processes_share(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite"
-    fill(path, JSON_ITEMS, SqliteEngine)
+    fill(path, JSON_ITEMS, SharedSqliteEngine)
 
     async def look_while_shared() -> subprocess.CompletedProcess[str]:
-        async with await Queue.create(path, cls_storage_engine=SqliteEngine):
+        async with await Queue.create(path, cls_storage_engine=SharedSqliteEngine):
             return await asyncio.to_thread(run, "info", path, "--json", cwd=tmp_path)
 
     facts = json.loads(succeeded(asyncio.run(look_while_shared())))
-    assert facts["engines"] == ["ExclusiveSqliteEngine", "SqliteEngine"]
+    assert facts["engines"] == ["SqliteEngine", "SharedSqliteEngine"]
     assert facts["items"] == len(JSON_ITEMS)
     assert facts["open_elsewhere"] is True
     assert facts["owner_process"] is None
@@ -412,7 +408,7 @@ def test_import_appends_after_the_items_already_there(queue: Path) -> None:
     assert items(queue) == [*JSON_ITEMS, "more", ["and", "more"]]
 
 
-@pytest.mark.parametrize("engine", ["DbmEngine", "ExclusiveSqliteEngine", "PickledList"])
+@pytest.mark.parametrize("engine", ["DbmEngine", "SqliteEngine", "PickledList"])
 def test_import_creates_a_missing_queue_with_the_named_engine(tmp_path: Path, engine: str) -> None:
     (tmp_path / "items.jsonl").write_text('{"item": 1}\n{"item": 2}\n')
     succeeded(run("import", "new", "items.jsonl", "--engine", engine, cwd=tmp_path))
@@ -486,14 +482,14 @@ def test_import_of_a_missing_file_is_reported(queue: Path) -> None:
 # migrate
 
 PAIRS = [
-    ("DbmEngine", "ExclusiveSqliteEngine"),
-    ("ExclusiveSqliteEngine", "PickledList"),
-    ("PickledList", "DbmEngine"),
     ("DbmEngine", "SqliteEngine"),
+    ("SqliteEngine", "PickledList"),
+    ("PickledList", "DbmEngine"),
+    ("DbmEngine", "SharedSqliteEngine"),
 ]
 LOCAL = {
     "DbmEngine": DbmEngine,
-    "ExclusiveSqliteEngine": ExclusiveSqliteEngine,
+    "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
 }
 
@@ -539,11 +535,18 @@ def test_migrate_append_adds_after_the_destinations_items(queue: Path) -> None:
 
 def test_migrate_appends_to_a_sqlite_queue_that_other_processes_share(queue: Path) -> None:
     destination = queue.parent / "dst.sqlite"
-    fill(destination, ["already"], SqliteEngine)
+    fill(destination, ["already"], SharedSqliteEngine)
 
     async def migrate_while_shared() -> subprocess.CompletedProcess[str]:
-        async with await Queue.create(destination, cls_storage_engine=SqliteEngine):
-            arguments = ("migrate", queue, destination, "--engine", "SqliteEngine", "--append")
+        async with await Queue.create(destination, cls_storage_engine=SharedSqliteEngine):
+            arguments = (
+                "migrate",
+                queue,
+                destination,
+                "--engine",
+                "SharedSqliteEngine",
+                "--append",
+            )
             return await asyncio.to_thread(run, *arguments, cwd=queue.parent)
 
     succeeded(asyncio.run(migrate_while_shared()))
@@ -688,10 +691,10 @@ def test_a_queue_open_in_another_process_is_refused_naming_it(
 
 def test_a_sqlite_queue_that_other_processes_share_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite"
-    fill(path, JSON_ITEMS, SqliteEngine)
+    fill(path, JSON_ITEMS, SharedSqliteEngine)
 
     async def export_while_shared() -> subprocess.CompletedProcess[str]:
-        async with await Queue.create(path, cls_storage_engine=SqliteEngine):
+        async with await Queue.create(path, cls_storage_engine=SharedSqliteEngine):
             return await asyncio.to_thread(run, "export", path, cwd=tmp_path)
 
     failed(asyncio.run(export_while_shared()), "open in other processes (shared)")

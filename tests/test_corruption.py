@@ -27,10 +27,10 @@ import pytest
 from aiodiskqueue import QueueCorruptedError
 from aiodiskqueue.engines import (
     DbmEngine,
-    ExclusiveSqliteEngine,
     OpenOptions,
     PickledList,
     Record,
+    SqliteEngine,
     StorageEngine,
     framing,
 )
@@ -65,7 +65,7 @@ ENGINES = {
             (".dir",),
             None,
         ),
-        Engine("ExclusiveSqliteEngine", ExclusiveSqliteEngine, "", (), 4096),
+        Engine("SqliteEngine", SqliteEngine, "", (), 4096),
         Engine("PickledList", PickledList, "", (), None),
     )
 }
@@ -136,7 +136,7 @@ DAMAGE = {
 LOST_IS_KNOWN = {
     "DbmEngine[dbm.dumb]": {"truncated_tail", "overwritten_middle", "flipped_bit"},
     "PickledList": {"truncated_tail", "overwritten_middle", "flipped_bit"},
-    "ExclusiveSqliteEngine": {"flipped_bit"},
+    "SqliteEngine": {"flipped_bit"},
 }
 
 
@@ -384,7 +384,7 @@ async def test_a_file_that_is_no_dbm_database_is_kept_and_replaced_by_an_empty_q
 
 
 async def test_an_sqlite_database_is_not_taken_for_a_damaged_dbm_database(path: Path) -> None:
-    await store_records(ENGINES["ExclusiveSqliteEngine"], path)
+    await store_records(ENGINES["SqliteEngine"], path)
     content = path.read_bytes()
     with pytest.raises(ValueError, match="SQLite database"):
         await DbmEngine(path).open()
@@ -394,7 +394,7 @@ async def test_an_sqlite_database_is_not_taken_for_a_damaged_dbm_database(path: 
 async def test_sqlite_commits_in_the_log_of_a_killed_process_are_kept(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sqlite = ENGINES["ExclusiveSqliteEngine"]
+    sqlite = ENGINES["SqliteEngine"]
     store = sqlite.make(path)
     await store.open()
     await store.commit(stored_records()[:20], [])
@@ -476,7 +476,7 @@ async def test_an_sqlite_queue_of_0_2_keeps_its_records_and_gets_checksums(path:
             "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
         )
         database.executemany("INSERT INTO queue VALUES (?, ?)", stored_records())
-    sqlite = ENGINES["ExclusiveSqliteEngine"]
+    sqlite = ENGINES["SqliteEngine"]
     assert await open_and_read(sqlite, path, RAISE) == stored_records()
     # Its records now carry checksums, so damage to them is found.
     data = bytearray(path.read_bytes())

@@ -20,10 +20,10 @@ import pytest
 from aiodiskqueue import Queue
 from aiodiskqueue.engines import (
     DbmEngine,
-    ExclusiveSqliteEngine,
     OpenOptions,
     PickledList,
     Record,
+    SqliteEngine,
     StorageEngine,
 )
 
@@ -86,7 +86,7 @@ FLUSHED_FILES: dict[str, tuple[Callable[[Path], StorageEngine], tuple[str, ...]]
 }
 ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     "DbmEngine[dbm.dumb]": dumb,
-    "ExclusiveSqliteEngine": ExclusiveSqliteEngine,
+    "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
 }
 
@@ -177,7 +177,7 @@ async def test_records_round_trip_at_both_levels(
 async def test_sqlite_flushes_its_log_at_every_commit_with_fsync_only(
     options: OpenOptions, level: int, path: Path
 ) -> None:
-    store = ExclusiveSqliteEngine(path)
+    store = SqliteEngine(path)
     await store.open(options)
 
     def settings() -> tuple[int, str]:  # the connection belongs to the engine's thread

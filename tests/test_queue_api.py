@@ -19,7 +19,7 @@ from aiodiskqueue import (
     QueueFull,
     QueueShutDown,
 )
-from aiodiskqueue.engines import ExclusiveSqliteEngine, StorageEngine
+from aiodiskqueue.engines import SqliteEngine, StorageEngine
 
 from .helpers import drain, started, within
 
@@ -45,11 +45,11 @@ async def test_create_with_readahead_below_one_raises_value_error(
     path: Path, readahead: int
 ) -> None:
     with pytest.raises(ValueError, match="readahead"):
-        await Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine, readahead=readahead)
+        await Queue.create(path, cls_storage_engine=SqliteEngine, readahead=readahead)
 
 
 async def test_queue_subscripted_with_an_item_type_creates_a_queue(path: Path) -> None:
-    async with await Queue[str].create(path, cls_storage_engine=ExclusiveSqliteEngine) as queue:
+    async with await Queue[str].create(path, cls_storage_engine=SqliteEngine) as queue:
         await queue.put("text")
         assert isinstance(queue, Queue)
         assert await within(queue.get()) == "text"
@@ -107,7 +107,7 @@ async def test_full_is_true_once_the_queue_holds_maxsize_items(engine: Engine, p
 
 @pytest.mark.parametrize("maxsize", [0, 3, -1])
 async def test_maxsize_is_the_bound_given_at_create(path: Path, maxsize: int) -> None:
-    async with await Queue.create(path, maxsize, cls_storage_engine=ExclusiveSqliteEngine) as queue:
+    async with await Queue.create(path, maxsize, cls_storage_engine=SqliteEngine) as queue:
         assert queue.maxsize == maxsize
 
 
@@ -134,9 +134,7 @@ async def test_put_nowait_raises_queue_full_when_the_queue_is_full(
 async def test_queue_full_is_an_asyncio_queue_full_and_an_aiodiskqueue_error(
     path: Path,
 ) -> None:
-    async with await Queue.create(
-        path, maxsize=1, cls_storage_engine=ExclusiveSqliteEngine
-    ) as queue:
+    async with await Queue.create(path, maxsize=1, cls_storage_engine=SqliteEngine) as queue:
         queue.put_nowait("first")
         with pytest.raises(asyncio.QueueFull) as raised:
             queue.put_nowait("second")
@@ -154,7 +152,7 @@ async def test_get_nowait_raises_queue_empty_when_the_queue_is_empty(
 async def test_queue_empty_is_an_asyncio_queue_empty_and_an_aiodiskqueue_error(
     path: Path,
 ) -> None:
-    async with await Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine) as queue:
+    async with await Queue.create(path, cls_storage_engine=SqliteEngine) as queue:
         with pytest.raises(asyncio.QueueEmpty) as raised:
             queue.get_nowait()
         assert isinstance(raised.value, AioDiskQueueError)
@@ -269,7 +267,7 @@ async def test_put_nowait_after_shutdown_raises_queue_shut_down(engine: Engine, 
 
 
 async def test_queue_shut_down_is_an_aiodiskqueue_error(path: Path) -> None:
-    async with await Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine) as queue:
+    async with await Queue.create(path, cls_storage_engine=SqliteEngine) as queue:
         queue.shutdown()
         with pytest.raises(AioDiskQueueError):
             queue.put_nowait("item")

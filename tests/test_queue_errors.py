@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from aiodiskqueue import Queue, SerializationError
-from aiodiskqueue.engines import ExclusiveSqliteEngine, Record, StorageEngine
+from aiodiskqueue.engines import Record, SqliteEngine, StorageEngine
 
 from .helpers import drain, within
 
@@ -56,7 +56,7 @@ async def test_put_nowait_of_an_unpicklable_item_raises_serialization_error(
 
 
 async def test_serialization_error_is_a_type_error(path: Path) -> None:
-    async with await Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine) as queue:
+    async with await Queue.create(path, cls_storage_engine=SqliteEngine) as queue:
         with pytest.raises(TypeError):
             await within(queue.put(threading.Lock()))
 
@@ -135,7 +135,7 @@ class Faults:
         return engine
 
 
-class DiskFullSqliteEngine(ExclusiveSqliteEngine):
+class DiskFullSqliteEngine(SqliteEngine):
     """A real engine whose commits fail, in its own thread, while `full` is set."""
 
     def __init__(self, path: Path, full: threading.Event) -> None:

@@ -113,10 +113,27 @@ async def test_unfinished_items_come_back_first_in_their_original_order(
             await queue.put(item)
         got = [await queue.get() for _ in range(4)]
         assert got == [0, 1, 2, 3]
-        queue.task_done()  # finishes 0, the oldest this task got
-        await queue.task_done()  # finishes 1
+        item, receipt = await queue.get_with_receipt()
+        assert item == 4
+        await queue.task_done(receipt)  # finishes 4, and nothing else
     async with await open_at_least_once(path, engine) as queue:
-        assert await drain(queue) == [2, 3, 4, 5]
+        assert await drain(queue) == [0, 1, 2, 3, 5]
+
+
+async def test_task_done_in_a_task_holding_several_items_removes_none_until_all_are_done(
+    engine: Engine, path: Path
+) -> None:
+    async with await open_at_least_once(path, engine) as queue:
+        for item in range(3):
+            await queue.put(item)
+        assert [await queue.get(), await queue.get()] == [0, 1]
+        await queue.task_done()  # 0 or 1: which one, the queue cannot tell
+    async with await open_at_least_once(path, engine) as queue:
+        assert [await queue.get(), await queue.get()] == [0, 1]
+        for _ in range(2):  # as many calls as items held: both are done
+            await queue.task_done()
+    async with await open_at_least_once(path, engine) as queue:
+        assert await drain(queue) == [2]
 
 
 async def test_task_done_finishes_the_oldest_item_the_calling_task_got(
@@ -146,7 +163,7 @@ async def test_task_done_finishes_the_oldest_item_the_calling_task_got(
         assert await drain(queue) == ["first"]
 
 
-async def test_task_done_from_a_task_that_got_nothing_finishes_the_oldest_item(
+async def test_task_done_from_a_task_that_got_nothing_finishes_the_only_item_got(
     engine: Engine, path: Path
 ) -> None:
     async with await open_at_least_once(path, engine) as queue:

@@ -1,6 +1,6 @@
 """Edge cases of the shared engines that a review found broken, and that stay mended.
 
-SharedQueue with timeouts and cancellation, SqliteEngine's openers racing each other and
+SharedQueue with timeouts and cancellation, SharedSqliteEngine's openers racing each other and
 an exclusive owner, its size heard out of order, and engines cancelled or left open. Another
 process's transaction is played by a plain `sqlite3` connection in a thread, which holds
 SQLite's write lock so that an operation is in flight when the test needs it to be. The
@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from aiodiskqueue import Queue, QueueLockedError
-from aiodiskqueue.engines import ExclusiveSqliteEngine, SqliteEngine
+from aiodiskqueue.engines import SharedSqliteEngine, SqliteEngine
 from aiodiskqueue.engines.locking import QueueLock
 
 from .helpers import within
@@ -54,7 +54,7 @@ def write_lock_held(path: Path, seconds: float) -> Iterator[None]:
 
 async def exclusive_can_open(path: Path) -> bool:
     try:
-        queue = await within(Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine))
+        queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
     except QueueLockedError:
         return False
     await within(queue.close())
@@ -67,7 +67,7 @@ async def exclusive_can_open(path: Path) -> bool:
 async def test_a_timeout_expiring_while_a_put_into_a_full_queue_is_sent_raises_timeout_error(
     path: Path,
 ) -> None:
-    queue = await within(Queue.create(path, maxsize=1, cls_storage_engine=SqliteEngine))
+    queue = await within(Queue.create(path, maxsize=1, cls_storage_engine=SharedSqliteEngine))
     await within(queue.put("fills it"))
     task = asyncio.current_task()
     assert task is not None
@@ -86,7 +86,7 @@ async def test_a_timeout_expiring_while_a_put_into_a_full_queue_is_sent_raises_t
 
 
 async def test_an_expired_timeout_block_leaves_no_cancellation_behind(path: Path) -> None:
-    queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+    queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     task = asyncio.current_task()
     assert task is not None
     with write_lock_held(path, 0.3):
@@ -108,7 +108,7 @@ async def test_an_expired_timeout_block_leaves_no_cancellation_behind(path: Path
 
 
 async def test_a_cancelled_create_leaves_the_file_unlocked(path: Path) -> None:
-    creating = asyncio.create_task(Queue.create(path, cls_storage_engine=SqliteEngine))
+    creating = asyncio.create_task(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     await asyncio.sleep(0)  # the open is in the engine's thread
     creating.cancel()
     with suppress(asyncio.CancelledError):
@@ -119,7 +119,7 @@ async def test_a_cancelled_create_leaves_the_file_unlocked(path: Path) -> None:
 
 
 async def test_a_cancelled_close_still_closes_the_engine(path: Path) -> None:
-    queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+    queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     with write_lock_held(path, 0.3):
         putting = asyncio.create_task(queue.put(1))
         await asyncio.sleep(0.05)  # the put is in flight
@@ -135,9 +135,9 @@ async def test_a_cancelled_close_still_closes_the_engine(path: Path) -> None:
 
 
 async def test_a_queue_left_open_releases_its_file_once_collected(path: Path) -> None:
-    # SqliteEngine.__del__ says it lets the threads close the files; it never runs, since
+    # SharedSqliteEngine.__del__ says it lets the threads close the files; it never runs, since
     # the worker thread (its last call's locals) and the watcher thread refer to the engine.
-    queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+    queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     await within(queue.put(1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
@@ -157,8 +157,8 @@ async def test_a_queue_left_open_releases_its_file_once_collected(path: Path) ->
 
 
 async def test_close_during_the_get_of_an_unreadable_item_keeps_the_item(path: Path) -> None:
-    queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
-    await within(queue._shared.put(pickle.dumps("unreadable")[:-3], 0))  # type: ignore[attr-defined]
+    queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
+    await within(queue._backend.engine.put(pickle.dumps("unreadable")[:-3], 0))  # type: ignore[attr-defined]
     with write_lock_held(path, 0.3):
         getting = asyncio.create_task(queue.get())
         await asyncio.sleep(0.05)  # the get is in flight
@@ -176,13 +176,13 @@ async def test_close_during_the_get_of_an_unreadable_item_keeps_the_item(path: P
 async def test_an_opener_that_waited_for_a_first_opener_that_failed_counts_the_items(
     path: Path,
 ) -> None:
-    exclusive = await within(Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine))
+    exclusive = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
     for item in range(3):
         await within(exclusive.put(item))
     await within(exclusive.close())
     first = QueueLock(path)
-    assert first.acquire_shared(1.0)  # a first SqliteEngine opener checking the file...
-    opening = asyncio.create_task(Queue.create(path, cls_storage_engine=SqliteEngine))
+    assert first.acquire_shared(1.0)  # a first SharedSqliteEngine opener checking the file...
+    opening = asyncio.create_task(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     await asyncio.sleep(0.2)
     first.release()  # ...whose open fails (or whose process is killed): it lets go
     queue = await within(opening)
@@ -203,7 +203,7 @@ def test_sqlite_openers_at_once_after_an_exclusive_owner_are_not_refused(path: P
         async def run() -> None:
             barrier.wait(5)
             try:
-                queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+                queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
             except QueueLockedError as exc:  # names the previous exclusive owner
                 refused.append(str(exc))
                 return
@@ -212,7 +212,7 @@ def test_sqlite_openers_at_once_after_an_exclusive_owner_are_not_refused(path: P
         asyncio.run(run())
 
     async def use_exclusively() -> None:
-        queue = await within(Queue.create(path, cls_storage_engine=ExclusiveSqliteEngine))
+        queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
         await within(queue.close())
 
     for _ in range(100):
@@ -237,13 +237,13 @@ async def test_a_waiting_get_wakes_soon_after_another_engine_puts_while_the_loop
     # The engine's own get reports the size it read in its transaction; the watcher may have
     # reported a newer one first (another engine's put), which the older one then overwrites.
     # The watcher sees no further change, so the getter waits for WAIT_SLICE (5 s).
-    queue = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+    queue = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
     got_b = threading.Event()
     stuck: list[str] = []
 
     def produce() -> None:
         async def run() -> None:
-            producer = await within(Queue.create(path, cls_storage_engine=SqliteEngine))
+            producer = await within(Queue.create(path, cls_storage_engine=SharedSqliteEngine))
             deadline = time.monotonic() + 20
             for trial in range(400):
                 got_b.clear()

@@ -1,7 +1,7 @@
 """Producer and consumer processes on one shared queue: every item is delivered exactly once.
 
 Four producer processes and four consumer processes share one queue, on every shared
-engine: 50,000 items on SqliteEngine, as its issue asks; fewer on the server engines, whose
+engine: 50,000 items on SharedSqliteEngine, as its issue asks; fewer on the server engines, whose
 round trips make each process slower (measurements/ runs them at full size). Once the
 producers have ended, one ``"stop"`` item per consumer is put, after all of theirs; each
 consumer writes down what it got. No process may fail (an error such as SQLite's "database
@@ -24,7 +24,7 @@ from .shared_worker import STOP
 
 WORKER = Path(__file__).with_name("shared_worker.py")
 PRODUCERS = CONSUMERS = 4
-ITEMS = {"SqliteEngine": 50_000, "RedisEngine": 10_000, "PostgresEngine": 5_000}
+ITEMS = {"SharedSqliteEngine": 50_000, "RedisEngine": 10_000, "PostgresEngine": 5_000}
 DEADLINE = 240.0
 """Seconds the processes may take, all together, before the test fails."""
 

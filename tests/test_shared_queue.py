@@ -151,7 +151,7 @@ async def test_qsize_counts_the_items_of_every_queue(open_queue: Opener) -> None
     await within(first.put("a"))
     await within(first.put("b"))
     assert first.qsize() == 2
-    await within(second._shared.wait_for_items(5.0))
+    await within(second._backend.engine.wait_for_items(5.0))
     assert second.qsize() >= 1, "the engine has heard of the first put, maybe not yet the second"
     assert await within(second.get()) == "a"
     assert second.qsize() == 1, "the store's count, as the get's reply brought it"
@@ -178,25 +178,18 @@ async def test_a_get_cancelled_while_waiting_takes_no_item(
     assert await within(queue.get()) == "kept"
 
 
-async def test_a_get_cancelled_while_its_removal_is_sent_returns_the_item(
+async def test_a_get_cancelled_while_its_removal_is_sent_puts_the_item_back(
     open_queue: Opener, shared: SharedStore
 ) -> None:
     probe = Probe()
     queue = await open_queue(engine=probe.engine(shared.engine))
     await within(queue.put("taken"))
-    results: list[str] = []
-
-    async def get_then_wait() -> None:
-        results.append(await queue.get())
-        await asyncio.Event().wait()  # the cancellation arrives here
-
-    getting = asyncio.create_task(get_then_wait())
+    getting = asyncio.create_task(queue.get())
     await within(probe.getting.wait())
     getting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await within(getting)
-    assert results == ["taken"]
-    assert queue.qsize() == 0
+    assert await within(queue.get()) == "taken"
 
 
 async def test_a_timeout_on_a_waiting_get_loses_nothing(open_queue: Opener) -> None:
@@ -246,12 +239,37 @@ async def test_close_wakes_a_waiting_getter(open_queue: Opener, shared: SharedSt
         await within(queue.put("late"))
 
 
-async def test_the_nowait_methods_say_to_await_instead(open_queue: Opener) -> None:
+async def test_get_nowait_says_to_await_get_instead(open_queue: Opener) -> None:
     queue = await open_queue()
     with pytest.raises(NotImplementedError, match="await get"):
         queue.get_nowait()
-    with pytest.raises(NotImplementedError, match="await put"):
-        queue.put_nowait("item")
+
+
+async def test_put_nowait_stores_the_item_in_the_background(open_queue: Opener) -> None:
+    queue = await open_queue()
+    stored = queue.put_nowait("item")
+    await within(stored)
+    other = await open_queue()
+    assert await within(other.get()) == "item"
+
+
+async def test_put_nowait_and_put_store_items_in_the_order_they_were_made(
+    open_queue: Opener,
+) -> None:
+    queue = await open_queue()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    await within(queue.put(3))
+    assert [await within(queue.get()) for _ in range(3)] == [1, 2, 3]
+
+
+async def test_put_nowait_items_are_stored_when_the_queue_closes(open_queue: Opener) -> None:
+    queue = await open_queue()
+    for item in range(3):
+        queue.put_nowait(item)
+    await within(queue.close())
+    other = await open_queue()
+    assert [await within(other.get()) for _ in range(3)] == [0, 1, 2]
 
 
 async def test_a_consumer_marks_done_the_items_it_got(open_queue: Opener) -> None:
@@ -298,7 +316,7 @@ async def test_a_queue_refuses_to_open_with_another_serializer(open_queue: Opene
 
 async def test_an_item_that_cannot_be_read_stays_in_the_store(open_queue: Opener) -> None:
     queue = await open_queue()
-    await within(queue._shared.put(pickle.dumps("readable")[:-3], 0))  # cut short
+    await within(queue._backend.engine.put(pickle.dumps("readable")[:-3], 0))  # cut short
     await within(queue.put("next"))
     with pytest.raises(pickle.UnpicklingError):
         await within(queue.get())

@@ -1,8 +1,8 @@
-"""`SqliteEngine`: one SQLite file that several processes share, and its neighbours.
+"""`SharedSqliteEngine`: one SQLite file that several processes share, and its neighbours.
 
 The queue semantics are in test_shared_queue.py and the processes in
 test_shared_processes.py; here: the engine itself, its lock against single-owner engines,
-and the file format it shares with `ExclusiveSqliteEngine`.
+and the file format it shares with `SqliteEngine`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from aiodiskqueue import QueueCorruptedError, QueueLockedError
-from aiodiskqueue.engines import ExclusiveSqliteEngine, OpenOptions, Record, SqliteEngine
+from aiodiskqueue.engines import OpenOptions, Record, SharedSqliteEngine, SqliteEngine
 
 from .helpers import within
 
 
 async def test_two_engines_share_one_file(path: Path) -> None:
-    first, second = SqliteEngine(path), SqliteEngine(path)
+    first, second = SharedSqliteEngine(path), SharedSqliteEngine(path)
     await within(first.open())
     await within(second.open())
     assert await within(first.put(b"one", 0))
@@ -35,7 +35,7 @@ async def test_two_engines_share_one_file(path: Path) -> None:
 
 
 async def test_put_refuses_a_full_queue_and_changes_nothing(path: Path) -> None:
-    engine = SqliteEngine(path)
+    engine = SharedSqliteEngine(path)
     await within(engine.open())
     assert await within(engine.put(b"one", 1))
     assert not await within(engine.put(b"two", 1))
@@ -46,7 +46,7 @@ async def test_put_refuses_a_full_queue_and_changes_nothing(path: Path) -> None:
 
 
 async def test_a_wait_for_items_ends_after_its_timeout_on_an_empty_queue(path: Path) -> None:
-    engine = SqliteEngine(path)
+    engine = SharedSqliteEngine(path)
     await within(engine.open())
     await within(engine.wait_for_items(0.05))
     assert engine.size() == 0
@@ -54,7 +54,7 @@ async def test_a_wait_for_items_ends_after_its_timeout_on_an_empty_queue(path: P
 
 
 async def test_an_engine_hears_of_the_puts_of_another(path: Path) -> None:
-    first, second = SqliteEngine(path), SqliteEngine(path)
+    first, second = SharedSqliteEngine(path), SharedSqliteEngine(path)
     await within(first.open())
     await within(second.open())
     waiting = asyncio.create_task(second.wait_for_items(60.0))
@@ -66,33 +66,33 @@ async def test_an_engine_hears_of_the_puts_of_another(path: Path) -> None:
 
 
 async def test_an_exclusive_engine_is_refused_while_the_file_is_shared(path: Path) -> None:
-    shared = SqliteEngine(path)
+    shared = SharedSqliteEngine(path)
     await within(shared.open())
-    with pytest.raises(QueueLockedError, match=rf"{path.name}.*shared by SqliteEngine"):
-        await within(ExclusiveSqliteEngine(path).open())
+    with pytest.raises(QueueLockedError, match=rf"{path.name}.*shared by SharedSqliteEngine"):
+        await within(SqliteEngine(path).open())
     await within(shared.close())
 
 
 async def test_sharing_is_refused_while_an_exclusive_engine_owns_the_file(path: Path) -> None:
-    owner = ExclusiveSqliteEngine(path)
+    owner = SqliteEngine(path)
     await within(owner.open())
     with pytest.raises(QueueLockedError, match=r"process \d+"):
-        await within(SqliteEngine(path).open())
+        await within(SharedSqliteEngine(path).open())
     await within(owner.close())
 
 
 async def test_items_of_an_exclusive_engine_are_shared_after_it_closes(path: Path) -> None:
-    owner = ExclusiveSqliteEngine(path)
+    owner = SqliteEngine(path)
     await within(owner.open())
     await within(owner.commit([Record(1, b"one"), Record(2, b"two"), Record(3, b"three")], [1]))
     await within(owner.close())
-    shared = SqliteEngine(path)
+    shared = SharedSqliteEngine(path)
     await within(shared.open())
     assert shared.size() == 2, "the first sharer counts the records"
     assert await within(shared.get()) == b"two"
     assert await within(shared.put(b"four", 0))
     await within(shared.close())
-    owner = ExclusiveSqliteEngine(path)
+    owner = SqliteEngine(path)
     stored = await within(owner.open())
     assert await within(owner.read(0, 10)) == [Record(3, b"three"), Record(4, b"four")]
     assert stored.size == 2
@@ -104,8 +104,8 @@ async def test_the_first_sharer_salvages_a_damaged_file(
 ) -> None:
     path.write_bytes(b"this is not an SQLite database" * 100)
     with pytest.raises(QueueCorruptedError, match="not a database"):
-        await within(SqliteEngine(path).open(OpenOptions(on_corruption="raise")))
-    engine = SqliteEngine(path)
+        await within(SharedSqliteEngine(path).open(OpenOptions(on_corruption="raise")))
+    engine = SharedSqliteEngine(path)
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         await within(engine.open())
     assert "not a database" in caplog.text
@@ -115,7 +115,7 @@ async def test_the_first_sharer_salvages_a_damaged_file(
 
 
 async def test_a_shared_file_keeps_a_count_of_its_records(path: Path) -> None:
-    engine = SqliteEngine(path)
+    engine = SharedSqliteEngine(path)
     await within(engine.open())
     for data in (b"a", b"b", b"c"):
         await within(engine.put(data, 0))
@@ -129,10 +129,10 @@ async def test_a_shared_file_keeps_a_count_of_its_records(path: Path) -> None:
 async def test_a_program_that_leaves_a_shared_queue_open_and_waiting_exits(path: Path) -> None:
     program = (
         "import asyncio, sys\n"
-        "from aiodiskqueue import Queue, SqliteEngine\n"
+        "from aiodiskqueue import Queue, SharedSqliteEngine\n"
         "async def main():\n"
         "    global left_open\n"
-        "    left_open = await Queue.create(sys.argv[1], cls_storage_engine=SqliteEngine)\n"
+        "    left_open = await Queue.create(sys.argv[1], cls_storage_engine=SharedSqliteEngine)\n"
         "    await left_open.put('got')\n"
         "    await left_open.put('kept')\n"
         "    print(await left_open.get(), flush=True)\n"
@@ -148,7 +148,7 @@ async def test_a_program_that_leaves_a_shared_queue_open_and_waiting_exits(path:
     stdout, _ = await asyncio.wait_for(done.communicate(), timeout=60)
     assert done.returncode == 0
     assert stdout == b"got\n"
-    engine = SqliteEngine(path)
+    engine = SharedSqliteEngine(path)
     await within(engine.open())
     assert pickle.loads(await within(engine.get()) or b"") == "kept"
     assert await within(engine.get()) in (None, pickle.dumps("while exiting"))

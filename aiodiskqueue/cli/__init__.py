@@ -112,8 +112,8 @@ def _add_info(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "info",
         "Say what a queue is: its engine, items, bytes on disk and who has it open.",
         "The engine is told from the files. A queue open in another process is not opened:\n"
-        "its holder is named (a process id, or SqliteEngine queues sharing it) and its items\n"
-        "are counted only for the SQLite format, which can be read while others use it.",
+        "its holder is named (a process id, or SharedSqliteEngine queues sharing it) and its\n"
+        "items are counted only for the SQLite format, which can be read while others use it.",
         "aiodiskqueue info jobs.queue",
     )
     _add_path(command)
@@ -169,8 +169,8 @@ def _add_import(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "The whole file is checked first: a bad line is reported with its number and nothing\n"
         "is imported. Then the items are appended in commits of up to 1000, each durable\n"
         "(flushed to the disk). A queue that does not exist is created. With --engine\n"
-        "SqliteEngine, a queue that SqliteEngine queues in other processes have open gets\n"
-        "the items one at a time, as one more of them.",
+        "SharedSqliteEngine, a queue that SharedSqliteEngine queues in other processes have\n"
+        "open gets the items one at a time, as one more of them.",
         "aiodiskqueue import jobs.queue jobs.jsonl",
     )
     _add_path(command)
@@ -197,7 +197,7 @@ def _add_migrate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser
         "a local queue that no other process has open; DST may be a server\n"
         "address for RedisEngine (redis://HOST:PORT/DB/NAME) or PostgresEngine\n"
         "(postgresql://USER@HOST:PORT/DATABASE/NAME).",
-        "aiodiskqueue migrate jobs.queue jobs.sqlite --engine SqliteEngine --move",
+        "aiodiskqueue migrate jobs.queue jobs.sqlite --engine SharedSqliteEngine --move",
     )
     command.add_argument("src", metavar="SRC", help="the queue to copy")
     command.add_argument("dst", metavar="DST", help="the queue to copy to: a path or an address")

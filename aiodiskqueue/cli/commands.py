@@ -50,7 +50,7 @@ class _Facts:
     serializer: str | None  # None: unknown
     items: int | None  # None: unknown
     owner: int | None  # the process that holds the queue
-    shared: bool  # SqliteEngine queues in other processes hold it
+    shared: bool  # SharedSqliteEngine queues in other processes hold it
 
 
 def info(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def _facts_text(facts: _Facts) -> str:
     if facts.owner is not None:
         elsewhere = f"yes, by process {facts.owner}"
     elif facts.shared:
-        elsewhere = "yes, by SqliteEngine queues in other processes (shared)"
+        elsewhere = "yes, by SharedSqliteEngine queues in other processes (shared)"
     else:
         elsewhere = "no"
     unknown = "unknown while another process has it open"

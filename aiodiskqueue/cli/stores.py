@@ -20,10 +20,10 @@ from typing import NamedTuple
 from .. import engines
 from ..engines import (
     DbmEngine,
-    ExclusiveSqliteEngine,
     OpenOptions,
     PickledList,
     Record,
+    SharedSqliteEngine,
     SharedStorageEngine,
     SqliteEngine,
     StorageEngine,
@@ -54,9 +54,9 @@ PAGE = 1000
 
 ENGINE_NAMES = (
     "DbmEngine",
-    "ExclusiveSqliteEngine",
-    "PickledList",
     "SqliteEngine",
+    "PickledList",
+    "SharedSqliteEngine",
     "RedisEngine",
     "PostgresEngine",
 )
@@ -64,11 +64,11 @@ ENGINE_NAMES = (
 _SERVER_ENGINES = ("RedisEngine", "PostgresEngine")
 _LOCAL_ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     "DbmEngine": DbmEngine,
-    "ExclusiveSqliteEngine": ExclusiveSqliteEngine,
+    "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
-    # SqliteEngine's file format is ExclusiveSqliteEngine's: appending by whole batches is
-    # faster, and the file serves SqliteEngine all the same.
-    "SqliteEngine": ExclusiveSqliteEngine,
+    # SharedSqliteEngine's file format is SqliteEngine's: appending by whole batches is
+    # faster, and the file serves SharedSqliteEngine all the same.
+    "SharedSqliteEngine": SqliteEngine,
 }
 
 
@@ -77,7 +77,7 @@ class CliError(Exception):
 
 
 class Locked(CliError):
-    """The queue is open in another process; `shared` if `SqliteEngine` queues hold it."""
+    """The queue is open in another process; `shared` if `SharedSqliteEngine` queues hold it."""
 
     def __init__(self, path: Path, owner: int | None) -> None:
         self.owner = owner
@@ -224,13 +224,13 @@ class _SharedTarget(Target):
 
 
 class _SqliteTarget(Target):
-    """An SQLite queue for `SqliteEngine`: appended to by whole batches while no other
-    process has it open, and item by item, as one more `SqliteEngine`, while some do."""
+    """An SQLite queue for `SharedSqliteEngine`: appended to by whole batches while no other
+    process has it open, and item by item, as one more `SharedSqliteEngine`, while some do."""
 
     def __init__(self, path: Path, exists: bool) -> None:
         super().__init__(str(path), exists)
         self._path = path
-        self._chosen: Target = _LocalTarget(ExclusiveSqliteEngine(path), exists)
+        self._chosen: Target = _LocalTarget(SqliteEngine(path), exists)
 
     async def open(self, meta: Mapping[str, str]) -> None:
         try:
@@ -238,7 +238,7 @@ class _SqliteTarget(Target):
         except Locked as exc:
             if not exc.shared:
                 raise
-            self._chosen = _SharedTarget(SqliteEngine(self._path), self.name, self.exists)
+            self._chosen = _SharedTarget(SharedSqliteEngine(self._path), self.name, self.exists)
             await self._chosen.open(meta)
         self.meta, self.size = self._chosen.meta, self._chosen.size
 
@@ -278,13 +278,13 @@ def target(place: str, engine: str | None, backend: str | None = None) -> Target
         )
     if backend is not None and backend != found.backend:
         raise CliError(f"{path} is a {found.backend} database, not {backend}")
-    if engine == "SqliteEngine":
+    if engine == "SharedSqliteEngine":
         return _SqliteTarget(path, exists=True)
     return _LocalTarget(found.single_owner_engine(path), exists=True)
 
 
 def _new_local_target(path: Path, engine: str, backend: str | None) -> Target:
-    if engine == "SqliteEngine":
+    if engine == "SharedSqliteEngine":
         return _SqliteTarget(path, exists=False)
     if backend is not None:
         try:

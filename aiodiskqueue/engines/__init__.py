@@ -1,7 +1,7 @@
 """Storage engines: where a queue's items live.
 
 `DbmEngine` is the default. `PickledList` stores a small queue in one file,
-`ExclusiveSqliteEngine` in an SQLite database that one queue owns. `SqliteEngine` stores it
+`SqliteEngine` in an SQLite database that one queue owns. `SharedSqliteEngine` stores it
 in an SQLite database that several processes can use at once; `RedisEngine` and
 `PostgresEngine` on a server that several machines can use (they need the extras
 ``aiodiskqueue[redis]`` and ``aiodiskqueue[postgres]``). To store a queue somewhere else,
@@ -24,10 +24,10 @@ from .base import (
     ThreadedStorageEngine,
 )
 from .dbm import DbmEngine
-from .exclusive_sqlite import ExclusiveSqliteEngine
+from .exclusive_sqlite import ExclusiveSqliteEngine, SqliteEngine
 from .pickled_list import PickledList
 from .shared import KnownSize, SharedStorageEngine
-from .sqlite import SqliteEngine
+from .sqlite import SharedSqliteEngine
 
 if TYPE_CHECKING:
     from .postgres import PostgresEngine
@@ -44,6 +44,7 @@ __all__ = [
     "PostgresEngine",
     "Record",
     "RedisEngine",
+    "SharedSqliteEngine",
     "SharedStorageEngine",
     "SqliteEngine",
     "StorageEngine",

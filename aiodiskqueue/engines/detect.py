@@ -3,7 +3,7 @@
 Each local engine's files are known by how they begin:
 
 - an SQLite database (``SQLite format 3\\0``) with a ``queue`` table: the format of
-  `ExclusiveSqliteEngine` and `SqliteEngine`, which share it;
+  `SqliteEngine` and `SharedSqliteEngine`, which share it;
 - ``AQPL``: `PickledList`;
 - a `dbm` database, as `dbm.whichdb` tells it (``dbm.gnu``, ``dbm.ndbm``, ``dbm.dumb``'s
   ``.dat`` and ``.dir``, or an SQLite database with ``dbm.sqlite3``'s ``Dict`` table):
@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 
 from .base import ThreadedStorageEngine
 from .dbm import DbmEngine
-from .exclusive_sqlite import ExclusiveSqliteEngine
+from .exclusive_sqlite import SqliteEngine
 from .pickled_list import PickledList
 
 __all__ = ["Format", "QueueFiles", "detect"]
@@ -41,12 +41,12 @@ _SQLITE_SUFFIXES = ("", "-wal", "-shm")
 _SINGLE_OWNER: dict[Format, type[ThreadedStorageEngine]] = {
     "dbm": DbmEngine,
     "pickled-list": PickledList,
-    "sqlite": ExclusiveSqliteEngine,
+    "sqlite": SqliteEngine,
 }
 _ENGINE_NAMES: dict[Format, tuple[str, ...]] = {
     "dbm": ("DbmEngine",),
     "pickled-list": ("PickledList",),
-    "sqlite": ("ExclusiveSqliteEngine", "SqliteEngine"),
+    "sqlite": ("SqliteEngine", "SharedSqliteEngine"),
 }
 
 

@@ -1,9 +1,9 @@
-"""ExclusiveSqliteEngine: a queue in an SQLite database that one `Queue` owns.
+"""SqliteEngine: a queue in an SQLite database that one `Queue` owns.
 
-The file format is `SqliteFile`'s, shared with `SqliteEngine`. This engine keeps the
+The file format is `SqliteFile`'s, shared with `SharedSqliteEngine`. This engine keeps the
 single-owner contract of `StorageEngine`: the `Queue` numbers the records and writes each
 batch of puts and gets as one transaction (group commit), so one process goes several times
-faster than with `SqliteEngine`, which makes a transaction of every operation so that other
+faster than with `SharedSqliteEngine`, which makes a transaction of every operation so that other
 processes can use the file at the same time. Each commit is one transaction. The standard
 library's `sqlite3` runs in the engine's own thread, which holds the one connection for as
 long as the queue is open (the design of aiosqlite, with one thread hop per batch rather
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from .base import Record, Stored, ThreadedStorageEngine
 from .sqlite_file import INSERT, SqliteFile, transaction, with_checksums
 
-__all__ = ["ExclusiveSqliteEngine"]
+__all__ = ["ExclusiveSqliteEngine", "SqliteEngine"]
 
 logger = logging.getLogger(__name__)
 
 
-class ExclusiveSqliteEngine(ThreadedStorageEngine):
+class SqliteEngine(ThreadedStorageEngine):
     """Stores the queue in an SQLite database file that one `Queue` owns, a transaction per batch.
 
     Durability: a returned commit is in SQLite's write-ahead log, handed to the operating
@@ -68,3 +68,8 @@ class ExclusiveSqliteEngine(ThreadedStorageEngine):
 
     def blocking_close(self) -> None:
         self._db.close()
+
+
+ExclusiveSqliteEngine = SqliteEngine
+"""The name `SqliteEngine` had in aiodiskqueue 0.2.0, where `SqliteEngine` named the engine
+now called `SharedSqliteEngine`."""

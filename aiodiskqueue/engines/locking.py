@@ -91,7 +91,7 @@ class QueueLock:
         holder = (
             f"process {owner}"
             if owner is not None
-            else "shared by SqliteEngine queues, which this engine cannot join"
+            else "shared by SharedSqliteEngine queues, which this engine cannot join"
         )
         return QueueLockedError(f"{self.queue_path} is already open in another Queue ({holder})")
 

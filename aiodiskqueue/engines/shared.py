@@ -81,6 +81,15 @@ class SharedStorageEngine(abc.ABC):
     async def wait_for_room(self, maxsize: int, timeout: float) -> None:
         """Return once the queue holds fewer than `maxsize` items, or after `timeout` seconds."""
 
+    async def put_back(self, data: bytes) -> None:
+        """Return an item that `get()` removed to the head of the queue, whatever its size.
+
+        `Queue` calls it when the caller of a get was cancelled while the get was on its way,
+        or cannot read the item. This default appends it at the tail instead (with `put`);
+        an engine whose store can insert at the head overrides it.
+        """
+        await self.put(data, 0)
+
     @abc.abstractmethod
     def size(self) -> int:
         """The number of items in the queue, as the engine last heard it from the store."""

@@ -1,4 +1,4 @@
-"""SqliteEngine: a queue in an SQLite database file that several processes use at once.
+"""SharedSqliteEngine: a queue in an SQLite database file that several processes use at once.
 
 The file format is `SqliteFile`'s. Every put and every get is one short transaction, begun
 with ``BEGIN IMMEDIATE`` so that it takes SQLite's write lock at once: the transactions of
@@ -17,10 +17,10 @@ about `POLL_INTERVAL` of a put in another process (at once for a put in its own)
 
 The first engine to open the file holds it alone while it checks it (and salvages it if it
 is damaged, as `SqliteFile` does) and counts its records; the others wait for that, then
-join. `ExclusiveSqliteEngine` cannot open the file while any `SqliteEngine` has it open,
+join. `SqliteEngine` cannot open the file while any `SharedSqliteEngine` has it open,
 nor the other way round.
 
-Durability: as `ExclusiveSqliteEngine`'s, for each operation. A returned put or get is in
+Durability: as `SqliteEngine`'s, for each operation. A returned put or get is in
 the write-ahead log, handed to the operating system, so it survives the process being
 killed; with ``options.fsync`` ("power-loss"), it is flushed to the disk before it returns.
 """
@@ -44,7 +44,7 @@ from .locking import QueueLock
 from .shared import KnownSize, SharedStorageEngine
 from .sqlite_file import INSERT, SqliteFile, transaction
 
-__all__ = ["SqliteEngine"]
+__all__ = ["SharedSqliteEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ FIRST_OPENER_PATIENCE = 60.0
 """Seconds an opener waits for the first opener to finish checking the file."""
 
 
-class SqliteEngine(SharedStorageEngine):
+class SharedSqliteEngine(SharedStorageEngine):
     """Stores the queue in an SQLite database file, which queues in several processes share.
 
     Every operation is a transaction of its own (see the module's documentation); for one
-    process alone, `ExclusiveSqliteEngine` and `DbmEngine` are faster.
+    process alone, `SqliteEngine` and `DbmEngine` are faster.
     """
 
     _thread: EngineThread | None = None
@@ -214,7 +214,7 @@ _RECOUNT = (
 
 
 def _read_size(db: sqlite3.Connection) -> _Size | None:
-    """The ``size`` row; None if there is none (a file that no SqliteEngine counted yet)."""
+    """The ``size`` row; None if there is none (a file that no SharedSqliteEngine counted yet)."""
     row = db.execute("SELECT count, version FROM size").fetchone()
     return None if row is None else _Size(int(row[0]), int(row[1]))
 

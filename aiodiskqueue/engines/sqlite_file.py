@@ -5,7 +5,7 @@ Both SQLite engines keep a queue in the same file format. Tables:
 order, where ``checksum`` is the CRC-32 of the record, as in `framing` (a database of
 aiodiskqueue 0.2, which had none, gets them when it is first opened);
 ``meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)``; and
-``size(count INTEGER NOT NULL, version INTEGER NOT NULL)``, one row that `SqliteEngine`
+``size(count INTEGER NOT NULL, version INTEGER NOT NULL)``, one row that `SharedSqliteEngine`
 keeps equal to the number of records, so that it can be read without counting them, and
 the number of its puts and gets, so that a count read earlier is known to be older. The
 database is in WAL mode.

@@ -1,0 +1,353 @@
+"""`LocalBackend`: a queue kept by an engine that it owns alone (`StorageEngine`).
+
+The engine is the source of truth; the backend numbers the items (keys that increase in the
+order they were put), keeps the first ones in memory (the read-ahead window), and stores
+changes in batches: puts and gets that wait at the same moment become one `commit()` (group
+commit), made by one storage task at a time, which also reads ahead. If storing a batch
+fails, every caller waiting for it raises the error and the backend returns to what the
+engine holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from contextlib import suppress
+from typing import Generic, TypeVar
+
+from ..engines import Record, StorageEngine, Stored
+from ..exceptions import QueueEmpty
+from ..serializers import Serializer
+from ..waiting import Completion, Tasks, Waiters, cancel_at_next_await, despite_cancellation
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LocalBackend(Generic[T]):
+    """The items of a queue whose engine has one owner: a window in memory, the rest stored."""
+
+    can_get_nowait = True
+    can_deliver_at_least_once = True
+
+    def __init__(
+        self,
+        engine: StorageEngine,
+        stored: Stored,
+        window: list[Record],
+        *,
+        serializer: Serializer[T],
+        readahead: int,
+        at_least_once: bool,
+        getters: Waiters,
+        putters: Waiters,
+        tasks: Tasks,
+    ) -> None:
+        self.engine = engine
+        self._serializer = serializer
+        self._readahead = readahead
+        self._at_least_once = at_least_once
+        self._getters = getters
+        self._putters = putters
+        self._tasks = tasks
+        self._count = self._stored_count = stored.size  # as callers see it / as stored
+        self._last_key = self._stored_last_key = stored.last_key
+        self._window = deque(window)
+        self._window_end = window[-1].key if len(window) == readahead else stored.last_key
+        # Stored items that read-ahead must pass over: delivered but not yet removed
+        # (at-least-once), or given back to the head of the window under a new key.
+        self._held: set[int] = set()
+        self._moved: set[int] = set()
+        self._batch = _Batch()
+        self._storage_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return repr(self.engine)
+
+    # What the queue asks
+
+    def size(self) -> int:
+        return self._count
+
+    def ready(self) -> bool:
+        """True if an item can be taken at once."""
+        return bool(self._window)
+
+    def expect_items(self) -> None:
+        """A getter waits: make sure the next stored items are being read."""
+        if self._count:
+            self._run_storage()
+
+    def expect_room(self) -> None:
+        """A putter waits: getters make room, and wake it themselves."""
+
+    # Putting
+
+    def put_nowait(self, data: bytes) -> Completion:
+        """Place an item at the tail; return an awaitable that completes once it is stored."""
+        return Completion(self._place(data)[1].done)
+
+    async def put(self, data: bytes) -> bool:
+        """Place an item at the tail and wait until it is stored.
+
+        Cancelled, it takes its item out again (and waits until that is stored) and raises
+        `CancelledError`, unless a getter has taken the item meanwhile: then it returns, and
+        the cancellation is delivered at the task's next ``await``.
+        """
+        record, batch = self._place(data)
+        try:
+            await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            if not batch.sent:
+                batch.appends.remove(record)
+                self._unplace(record)
+                raise
+            await despite_cancellation(batch.done)
+            removal = self._take_back(record)
+            if removal is None:
+                cancel_at_next_await()
+                return True
+            await despite_cancellation(removal.done)
+            raise
+        return True
+
+    def _place(self, data: bytes) -> tuple[Record, _Batch]:
+        record = Record(self._last_key + 1, data)
+        if self._window_end == self._last_key and len(self._window) < self._readahead:
+            self._window.append(record)
+            self._window_end = record.key
+            self._getters.wake_one()
+        self._last_key = record.key
+        self._count += 1
+        self._tasks.add()
+        return record, self._change(append=record)
+
+    def _unplace(self, record: Record) -> None:
+        """Forget an item placed by a put cancelled before its batch was sent."""
+        with suppress(ValueError):
+            self._window.remove(record)
+        self._count -= 1
+        self._tasks.add(-1)
+        self._putters.wake_one()
+
+    def _take_back(self, record: Record) -> _Batch | None:
+        """Remove a stored item that a cancelled put placed; return the batch that stores its
+        removal, or None if a getter has taken it already."""
+        if record in self._window:
+            self._window.remove(record)
+        elif record.key > self._window_end:
+            self._moved.add(record.key)  # read-ahead must pass over it until it is removed
+        else:
+            return None
+        self._count -= 1
+        self._tasks.add(-1)
+        self._putters.wake_one()
+        return self._change(removal=record.key)
+
+    # Getting
+
+    def get_nowait(self) -> tuple[T, int]:
+        """Take the head item at once; its removal is stored in the background.
+
+        Returns the item and its key. Raises `QueueEmpty` if no item is in the window.
+        """
+        if not self._window:
+            raise QueueEmpty
+        item, record = self._take()
+        if not self._at_least_once:
+            self._change(removal=record.key)
+        return item, record.key
+
+    async def get(self) -> tuple[T, int] | None:
+        """Take the head item (the caller saw it `ready()`), and wait until its removal is stored.
+
+        With at-least-once delivery the item stays stored (see `finish()`): nothing to wait
+        for. Cancelled, it puts the item back at the head and raises `CancelledError`; if its
+        removal was already stored, the item is stored again first.
+        """
+        item, record = self._take()
+        if self._at_least_once:
+            return item, record.key
+        batch = self._change(removal=record.key)
+        batch.awaited_gets += 1
+        try:
+            await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            if batch.sent:
+                await despite_cancellation(batch.done)
+                again, storing = self._stored_again(record)
+                self._give_back(again)
+                await despite_cancellation(storing.done)
+            else:
+                batch.removals.remove(record.key)
+                batch.awaited_gets -= 1
+                self._give_back(record)
+            raise
+        return item, record.key
+
+    def _take(self) -> tuple[T, Record]:
+        record = self._window[0]
+        item = self._serializer.loads(record.data)  # before any change: a failure loses nothing
+        self._window.popleft()
+        self._count -= 1
+        self._tasks.take()
+        self._putters.wake_one()
+        if self._at_least_once:
+            self._held.add(record.key)
+        return item, record
+
+    def _stored_again(self, record: Record) -> tuple[Record, _Batch]:
+        """Store again, under a new key, an item whose removal was stored; return its new
+        record and the batch that stores it."""
+        again = Record(self._last_key + 1, record.data)
+        if self._window_end == self._last_key:
+            self._window_end = again.key
+        else:
+            self._moved.add(again.key)
+        self._last_key = again.key
+        return again, self._change(append=again)
+
+    def _give_back(self, record: Record) -> None:
+        """Put a taken item back at the head of the window."""
+        self._window.appendleft(record)
+        self._count += 1
+        self._tasks.take(-1)
+        self._getters.wake_one()
+
+    # Acknowledging
+
+    def finish(self, keys: list[int]) -> Completion:
+        """Remove delivered items that are done; return an awaitable of their removal."""
+        if not keys:
+            return Completion.at_once()
+        for key in keys:
+            self._held.discard(key)
+            self._batch.removals.append(key)
+        self._run_storage()
+        return Completion(self._batch.done)
+
+    # Closing
+
+    async def close(self) -> None:
+        """Store the pending changes, then close the engine."""
+        while self._storage_task is not None:
+            with suppress(Exception):
+                await asyncio.shield(self._storage_task)
+        await self.engine.close()
+
+    # Storage: one task at a time writes batches and reads ahead, in order.
+
+    def _change(self, *, append: Record | None = None, removal: int | None = None) -> _Batch:
+        """Add a change to the next batch, and make sure a task will store it."""
+        if append is not None:
+            self._batch.appends.append(append)
+        if removal is not None:
+            self._batch.removals.append(removal)
+        self._run_storage()
+        return self._batch
+
+    def _run_storage(self) -> None:
+        if self._storage_task is None:
+            self._storage_task = asyncio.get_running_loop().create_task(self._store())
+
+    async def _store(self) -> None:
+        try:
+            while True:
+                if self._batch:
+                    await self._commit()
+                elif not (self._needs_readahead() and await self._read_ahead()):
+                    return
+        finally:
+            self._storage_task = None
+
+    async def _commit(self) -> None:
+        batch, self._batch = self._batch, _Batch()
+        batch.sent = True
+        try:
+            await self.engine.commit(batch.appends, batch.removals)
+        except asyncio.CancelledError:
+            batch.settle(asyncio.CancelledError())
+            raise
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        if batch.appends:
+            self._stored_last_key = max(self._stored_last_key, batch.appends[-1].key)
+        self._stored_count += len(batch.appends) - len(batch.removals)
+        batch.settle()
+
+    def _fail(self, batch: _Batch, exc: Exception) -> None:
+        """Fail `batch` and the changes made since, and return to what the engine holds."""
+        logger.error(
+            "storing %d put(s) and %d get(s) in %r failed: %r",
+            len(batch.appends),
+            len(batch.removals),
+            self.engine,
+            exc,
+        )
+        failed, self._batch = (batch, self._batch), _Batch()
+        for each in failed:
+            each.sent = True
+            each.settle(exc)
+        # Failed puts' items are gone; items got with get_nowait() or finished with
+        # task_done() come back, and are delivered again; items of failed get()s come back,
+        # never delivered.
+        self._count = self._stored_count - len(self._held)
+        self._last_key = self._stored_last_key
+        self._tasks.take(-sum(each.awaited_gets for each in failed))
+        self._tasks.restart(self._count)
+        self._moved.clear()
+        self._window.clear()
+        self._window_end = 0  # read the window again
+        self._getters.wake_all()
+        self._putters.wake_all()
+
+    def _needs_readahead(self) -> bool:
+        return (
+            self._window_end < self._stored_last_key and len(self._window) <= self._readahead // 2
+        )
+
+    async def _read_ahead(self) -> bool:
+        """Read the next items into the window; False if reading failed."""
+        limit = self._readahead - len(self._window)
+        try:
+            records = await self.engine.read(self._window_end, limit)
+        except Exception as exc:
+            logger.error("reading from %r failed: %r", self.engine, exc)
+            self._getters.fail_all(exc)  # let waiting getters raise rather than wait for ever
+            return False
+        skip = self._held | self._moved
+        self._window.extend(record for record in records if record.key not in skip)
+        self._window_end = records[-1].key if len(records) == limit else self._stored_last_key
+        self._moved = {key for key in self._moved if key > self._window_end}
+        for _ in records:
+            self._getters.wake_one()
+        return True
+
+
+class _Batch:
+    """Changes that will be stored together; `done` completes when they are (or fails)."""
+
+    __slots__ = ("appends", "awaited_gets", "done", "removals", "sent")
+
+    def __init__(self) -> None:
+        self.appends: list[Record] = []
+        self.removals: list[int] = []
+        self.awaited_gets = 0  # removals whose item is handed out only once they are stored
+        self.sent = False  # handed to the engine: too late to change
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def __bool__(self) -> bool:
+        return bool(self.appends or self.removals)
+
+    def settle(self, exc: BaseException | None = None) -> None:
+        """Record that storing the batch succeeded, or failed with `exc`."""
+        if exc is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(exc)
+            self.done.exception()  # nobody need ask: a failure is logged
