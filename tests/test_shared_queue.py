@@ -21,7 +21,7 @@ from aiodiskqueue import (
     QueueClosedError,
     QueueShutDown,
 )
-from aiodiskqueue.engines import SharedStorageEngine
+from aiodiskqueue.engines import SharedSqliteEngine, SharedStorageEngine
 
 from .conftest import SharedStore
 from .helpers import within
@@ -336,3 +336,20 @@ async def test_puts_gets_and_waits_log_nothing_above_debug(
             await asyncio.wait_for(queue.get(), 0.05)
     louder = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
     assert louder == []
+
+
+async def test_an_item_put_back_by_a_cancelled_get_is_got_before_the_items_behind_it(
+    open_queue: Opener, shared: SharedStore
+) -> None:
+    probe = Probe()
+    queue = await open_queue(engine=probe.engine(shared.engine))
+    for item in ("a", "b", "c"):
+        await within(queue.put(item))
+    assert await within(queue.get()) == "a"
+    getting = asyncio.create_task(queue.get())
+    await within(probe.getting.wait())
+    getting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await within(getting)
+    expected = ["b", "c"] if shared.engine is SharedSqliteEngine else ["c", "b"]
+    assert [await within(queue.get()) for _ in range(2)] == expected

@@ -137,6 +137,23 @@ class SharedSqliteEngine(SharedStorageEngine):
             self._db.execute("UPDATE size SET count = count + 1, version = version + 1")
         return True, _Size(size.items + 1, size.version + 1)
 
+    async def put_back(self, data: bytes) -> None:
+        _, size = await self._call(self._blocking_put_back, data)
+        self._size.heard(*size)
+
+    def _blocking_put_back(self, data: bytes) -> tuple[bool, _Size]:
+        """Insert `data` before the head, under the key below it (keys stay positive, so
+        when the head's key is 1 it goes to the tail instead)."""
+        with transaction(self._db):
+            (head,) = self._db.execute("SELECT min(key) FROM queue").fetchone()
+            if head is None or head <= 1:
+                (key,) = self._db.execute("SELECT coalesce(max(key), 0) + 1 FROM queue").fetchone()
+            else:
+                key = head - 1
+            self._db.execute(INSERT, (key, data, framing.checksum(key, data)))
+            self._db.execute("UPDATE size SET count = count + 1, version = version + 1")
+            return True, self._blocking_size() or _NONE
+
     async def get(self) -> bytes | None:
         data, size = await self._call(self._blocking_get)
         self._size.heard(*size)
