@@ -92,7 +92,8 @@ class Queue(Generic[T]):
         cls_storage_engine: EngineFactory | None = None,
         *,
         serializer: Serializer[T] | None = None,
-        readahead: int = 1000,
+        readahead: int | None = None,
+        readahead_bytes: int = 64 * 2**20,
         durability: Durability = "process-crash",
         delivery: Delivery = "at-most-once",
         on_corruption: OnCorruption = "recover",
@@ -106,13 +107,17 @@ class Queue(Generic[T]):
         shared engine (`SharedSqliteEngine`, `RedisEngine`, `PostgresEngine`), `path` is its
         address, and several queues, in several processes, use the queue at once.
         `serializer` turns items into bytes (default: `PickleSerializer`); a queue keeps
-        the name of its serializer and refuses to be opened with another. `readahead` is
-        how many items from the head of the queue a local engine's queue keeps in memory.
+        the name of its serializer and refuses to be opened with another. `readahead` and
+        `readahead_bytes` bound the items from the head of the queue that a local engine's
+        queue keeps in memory: at most `readahead` of them (None: no limit), taking at most
+        about `readahead_bytes` of memory (their data, and 64 bytes each).
         `durability`, `delivery` and `on_corruption`: see `Durability`, `Delivery` and
         `OnCorruption`.
         """
         _check_int("maxsize", maxsize, minimum=None)
-        _check_int("readahead", readahead, minimum=1)
+        if readahead is not None:
+            _check_int("readahead", readahead, minimum=1)
+        _check_int("readahead_bytes", readahead_bytes, minimum=1)
         _check_choice("durability", durability, Durability)
         _check_choice("delivery", delivery, Delivery)
         _check_choice("on_corruption", on_corruption, OnCorruption)
@@ -145,23 +150,25 @@ class Queue(Generic[T]):
         else:
             stored = await engine.open(options)
             meta = stored.meta
-            try:
-                window = await engine.read(0, readahead) if _same(meta, serializer) else []
-            except BaseException:
-                await engine.close()
-                raise
             queue._tasks = Tasks(stored.size)
-            queue._backend = LocalBackend(
+            local = LocalBackend(
                 engine,
                 stored,
-                window,
                 serializer=serializer,
                 readahead=readahead,
+                readahead_bytes=readahead_bytes,
                 at_least_once=delivery == "at-least-once",
                 getters=queue._getters,
                 putters=queue._putters,
                 tasks=queue._tasks,
             )
+            queue._backend = local
+            if _same(meta, serializer):
+                try:
+                    await local.fill()
+                except BaseException:
+                    await engine.close()
+                    raise
         if not _same(meta, serializer):
             await engine.close()
             raise ValueError(
@@ -188,8 +195,13 @@ class Queue(Generic[T]):
         return self._backend.size()
 
     def empty(self) -> bool:
-        """Return True if the queue holds no item."""
-        return self.qsize() == 0
+        """Return True if no item can be got at once: `get_nowait()` would raise `QueueEmpty`.
+
+        That is, the queue holds no item, except after more than `readahead_bytes` of items
+        were taken without yielding to the event loop: the items still stored (which
+        `qsize()` counts) are then being read. On a shared engine: no item as last heard.
+        """
+        return not self._backend.ready()
 
     def full(self) -> bool:
         """Return True if the queue holds `maxsize` items or more."""
@@ -258,9 +270,7 @@ class Queue(Generic[T]):
         """Remove and return the item at the head at once; its removal is stored in the background.
 
         If the process dies before the removal is stored, the item is delivered again after
-        the restart. Raises `QueueEmpty` if no item is ready: the queue is empty, or its
-        next items are still being read from storage (which happens only when more than
-        `readahead` items are taken without yielding to the event loop). Raises
+        the restart. Raises `QueueEmpty` if no item is ready (see `empty()`). Raises
         `QueueShutDown` after `shutdown()` once the queue is empty, and `NotImplementedError`
         on a shared engine, which cannot take an item without waiting: use ``await get()``.
         """
@@ -278,7 +288,7 @@ class Queue(Generic[T]):
 
     def _check_can_get(self) -> None:
         self._check_open()
-        if self._is_shutdown and (self._is_shutdown_immediately or self.empty()):
+        if self._is_shutdown and (self._is_shutdown_immediately or self.qsize() == 0):
             raise QueueShutDown
 
     # Tasks

@@ -30,7 +30,7 @@ async def started(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
 async def drain(queue: Queue[Any]) -> list[Any]:
     """Get every item in `queue`, in order."""
     items = []
-    while not queue.empty():
+    while queue.qsize():
         try:
             items.append(queue.get_nowait())
         except QueueEmpty:  # the next items are still being read: wait for them

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import pickle
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from aiodiskqueue import (
     QueueFull,
     QueueShutDown,
 )
-from aiodiskqueue.engines import SqliteEngine, StorageEngine
+from aiodiskqueue.engines import DbmEngine, OpenOptions, Record, SqliteEngine, StorageEngine
 
 from .helpers import drain, started, within
 
@@ -495,6 +496,35 @@ async def test_get_nowait_raises_queue_empty_once_readahead_items_are_taken_with
             queue.get_nowait()
         assert queue.qsize() == 17
         assert await drain(queue) == list(range(3, 20))
+
+
+async def test_empty_agrees_with_get_nowait_once_readahead_items_are_taken_without_yielding(
+    engine: Engine, path: Path
+) -> None:
+    async with await Queue.create(path, cls_storage_engine=engine, readahead=3) as queue:
+        for item in range(5):
+            queue.put_nowait(item)
+        taken = []
+        while not queue.empty():
+            taken.append(queue.get_nowait())
+        assert (taken, queue.qsize()) == ([0, 1, 2], 2)
+        assert [await within(queue.get()) for _ in range(2)] == [3, 4]
+
+
+async def test_a_reopened_queue_of_100000_items_drains_with_get_nowait_by_default(
+    path: Path,
+) -> None:
+    engine = DbmEngine(path)
+    await engine.open(OpenOptions(meta={"serializer": "pickle"}))
+    item = "x" * 256
+    await engine.commit([Record(key, pickle.dumps(item)) for key in range(1, 100_001)], [])
+    await engine.close()
+    async with await Queue.create(path) as queue:
+        count = 0
+        while not queue.empty():
+            assert queue.get_nowait() == item
+            count += 1
+        assert (count, queue.qsize()) == (100_000, 0)
 
 
 async def test_puts_and_gets_log_nothing_above_debug(

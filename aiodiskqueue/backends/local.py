@@ -38,10 +38,10 @@ class LocalBackend(Generic[T]):
         self,
         engine: StorageEngine,
         stored: Stored,
-        window: list[Record],
         *,
         serializer: Serializer[T],
-        readahead: int,
+        readahead: int | None,
+        readahead_bytes: int,
         at_least_once: bool,
         getters: Waiters,
         putters: Waiters,
@@ -49,15 +49,13 @@ class LocalBackend(Generic[T]):
     ) -> None:
         self.engine = engine
         self._serializer = serializer
-        self._readahead = readahead
         self._at_least_once = at_least_once
         self._getters = getters
         self._putters = putters
         self._tasks = tasks
         self._count = self._stored_count = stored.size  # as callers see it / as stored
         self._last_key = self._stored_last_key = stored.last_key
-        self._window = deque(window)
-        self._window_end = window[-1].key if len(window) == readahead else stored.last_key
+        self._window = _Window(readahead, readahead_bytes)
         # Stored items that read-ahead must pass over: delivered but not yet removed
         # (at-least-once), or given back to the head of the window under a new key.
         self._held: set[int] = set()
@@ -67,6 +65,12 @@ class LocalBackend(Generic[T]):
 
     def __repr__(self) -> str:
         return repr(self.engine)
+
+    async def fill(self) -> None:
+        """Read the first items into the window (when the queue opens)."""
+        while self._needs_readahead():
+            limit = self._window.room_for()
+            self._window_read(await self.engine.read(self._window.end, limit), limit)
 
     # What the queue asks
 
@@ -117,9 +121,8 @@ class LocalBackend(Generic[T]):
 
     def _place(self, data: bytes) -> tuple[Record, _Batch]:
         record = Record(self._last_key + 1, data)
-        if self._window_end == self._last_key and len(self._window) < self._readahead:
+        if self._window.end == self._last_key and self._window.has_room():
             self._window.append(record)
-            self._window_end = record.key
             self._getters.wake_one()
         self._last_key = record.key
         self._count += 1
@@ -139,7 +142,7 @@ class LocalBackend(Generic[T]):
         removal, or None if a getter has taken it already."""
         if record in self._window:
             self._window.remove(record)
-        elif record.key > self._window_end:
+        elif record.key > self._window.end:
             self._moved.add(record.key)  # read-ahead must pass over it until it is removed
         else:
             return None
@@ -190,7 +193,7 @@ class LocalBackend(Generic[T]):
         return item, record.key
 
     def _take(self) -> tuple[T, Record]:
-        record = self._window[0]
+        record = self._window.head()
         item = self._serializer.loads(record.data)  # before any change: a failure loses nothing
         self._window.popleft()
         self._count -= 1
@@ -204,8 +207,8 @@ class LocalBackend(Generic[T]):
         """Store again, under a new key, an item whose removal was stored; return its new
         record and the batch that stores it."""
         again = Record(self._last_key + 1, record.data)
-        if self._window_end == self._last_key:
-            self._window_end = again.key
+        if self._window.end == self._last_key:
+            self._window.end = again.key
         else:
             self._moved.add(again.key)
         self._last_key = again.key
@@ -301,32 +304,113 @@ class LocalBackend(Generic[T]):
         self._tasks.take(-sum(each.awaited_gets for each in failed))
         self._tasks.restart(self._count)
         self._moved.clear()
-        self._window.clear()
-        self._window_end = 0  # read the window again
+        self._window.clear()  # and read it again
         self._getters.wake_all()
         self._putters.wake_all()
 
     def _needs_readahead(self) -> bool:
-        return (
-            self._window_end < self._stored_last_key and len(self._window) <= self._readahead // 2
-        )
+        return self._window.end < self._stored_last_key and self._window.wants_more()
 
     async def _read_ahead(self) -> bool:
         """Read the next items into the window; False if reading failed."""
-        limit = self._readahead - len(self._window)
+        limit = self._window.room_for()
         try:
-            records = await self.engine.read(self._window_end, limit)
+            records = await self.engine.read(self._window.end, limit)
         except Exception as exc:
             logger.error("reading from %r failed: %r", self.engine, exc)
             self._getters.fail_all(exc)  # let waiting getters raise rather than wait for ever
             return False
-        skip = self._held | self._moved
-        self._window.extend(record for record in records if record.key not in skip)
-        self._window_end = records[-1].key if len(records) == limit else self._stored_last_key
-        self._moved = {key for key in self._moved if key > self._window_end}
+        self._window_read(records, limit)
         for _ in records:
             self._getters.wake_one()
         return True
+
+    def _window_read(self, records: list[Record], limit: int) -> None:
+        """Add records read from the engine to the window, passing over those in hand."""
+        skip = self._held | self._moved
+        for record in records:
+            if record.key not in skip:
+                self._window.append(record)
+        self._window.end = records[-1].key if len(records) == limit else self._stored_last_key
+        self._moved = {key for key in self._moved if key > self._window.end}
+
+
+_READ_CHUNK = 1000
+"""The most records read in one call to the engine: the window fills in several."""
+
+ITEM_OVERHEAD = 64
+"""Bytes of memory counted for each item in the window beyond its data (its record)."""
+
+
+class _Window:
+    """The first items of the queue, held in memory within a count and a memory budget.
+
+    `end` is the key up to which every stored item is in the window or was taken; the items
+    after it are read from the engine, while the window is at most half full.
+    """
+
+    def __init__(self, items: int | None, budget: int) -> None:
+        self._records: deque[Record] = deque()
+        self._items = items
+        self._budget = budget
+        self._bytes = 0
+        self._item_size = 1024 + ITEM_OVERHEAD  # a guess until items are seen
+        self.end = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, record: Record) -> bool:
+        return record in self._records
+
+    def has_room(self) -> bool:
+        """True while the window holds fewer items and bytes than it may."""
+        return (self._items is None or len(self._records) < self._items) and (
+            self._bytes < self._budget
+        )
+
+    def wants_more(self) -> bool:
+        """True while the window is at most half full: time to read ahead."""
+        return (self._items is None or len(self._records) <= self._items // 2) and (
+            self._bytes <= self._budget // 2
+        )
+
+    def room_for(self) -> int:
+        """How many items to read next: what the budget has room for, at the size of the
+        items seen so far (at least one, at most `_READ_CHUNK`)."""
+        room = self._budget - self._bytes
+        if self._items is not None:
+            room = min(room, (self._items - len(self._records)) * self._item_size)
+        return max(1, min(_READ_CHUNK, room // self._item_size))
+
+    def head(self) -> Record:
+        return self._records[0]
+
+    def append(self, record: Record) -> None:
+        size = len(record.data) + ITEM_OVERHEAD
+        self._records.append(record)
+        self._bytes += size
+        self._item_size = (self._item_size * 7 + size) // 8  # a running average
+        self.end = max(self.end, record.key)
+
+    def appendleft(self, record: Record) -> None:
+        self._records.appendleft(record)
+        self._bytes += len(record.data) + ITEM_OVERHEAD
+
+    def popleft(self) -> Record:
+        record = self._records.popleft()
+        self._bytes -= len(record.data) + ITEM_OVERHEAD
+        return record
+
+    def remove(self, record: Record) -> None:
+        self._records.remove(record)
+        self._bytes -= len(record.data) + ITEM_OVERHEAD
+
+    def clear(self) -> None:
+        """Forget every item, so that the window is read again from the first stored key."""
+        self._records.clear()
+        self._bytes = 0
+        self.end = 0
 
 
 class _Batch:
