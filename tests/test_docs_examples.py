@@ -76,10 +76,26 @@ def code_blocks() -> list[Any]:
     return blocks
 
 
+async def run_twice(arguments: list[str], cwd: Path) -> None:
+    """Run a Python program twice in `cwd`: the second run finds what the first left."""
+    for run in ("first", "second"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *arguments,
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(DOCS / "examples")},
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, f"{run} run: {stderr.decode()}"
+
+
 @pytest.mark.parametrize("code", code_blocks())
-async def test_a_code_block_of_the_docs_runs(code: str, tmp_path: Path) -> None:
-    """Each block runs on its own, in a fresh directory; a block that defines `main()` and
-    does not run it is run with it. Queues on the servers get names of the test's own."""
+async def test_a_code_block_of_the_docs_runs_twice_in_a_row(code: str, tmp_path: Path) -> None:
+    """Each block runs on its own, twice, in a fresh directory; a block that defines
+    `main()` and does not run it is run with it. Queues on the servers get names of the
+    test's own."""
     async with contextlib.AsyncExitStack() as stack:
         for server in ("redis", "postgresql"):
             for address in set(re.findall(rf'"({server}://[^"]*/jobs)"', code)):
@@ -88,17 +104,14 @@ async def test_a_code_block_of_the_docs_runs(code: str, tmp_path: Path) -> None:
                 code = code.replace(f'"{address}"', f'"{own}"')
         if "async def main" in code and "asyncio.run(main())" not in code:
             code += "\nimport asyncio\n\nasyncio.run(main())\n"
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            code,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(DOCS / "examples")},
-            stderr=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, stderr.decode()
+        await run_twice(["-c", code], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "example", sorted(path.name for path in (DOCS.parent / "examples").glob("*.py"))
+)
+async def test_an_example_runs_twice_in_a_row(example: str, tmp_path: Path) -> None:
+    await run_twice([str(DOCS.parent / "examples" / example)], tmp_path)
 
 
 @pytest.mark.parametrize("chart", ["throughput.png", "shared-engines.png"])
