@@ -20,6 +20,7 @@ from .exceptions import (
     QueueFull,
     QueueLockedError,
     QueueShutDown,
+    QueueUsageError,
     SerializationError,
 )
 from .queues import Delivery, Durability, OnCorruption, Queue, SharedQueue
@@ -45,6 +46,7 @@ __all__ = [
     "QueueFull",
     "QueueLockedError",
     "QueueShutDown",
+    "QueueUsageError",
     "Receipt",
     "SerializationError",
     "Serializer",

@@ -18,6 +18,7 @@ __all__ = [
     "QueueFull",
     "QueueLockedError",
     "QueueShutDown",
+    "QueueUsageError",
     "SerializationError",
 ]
 
@@ -63,5 +64,18 @@ class QueueLockedError(AioDiskQueueError):
     """Raised when opening a queue that another `Queue` holds open, here or in another process."""
 
 
+class QueueUsageError(AioDiskQueueError, TypeError):
+    """Raised by a call written for aiodiskqueue 0.1 that 0.2 cannot honour, such as
+    ``await queue.get_nowait()``; the message says what to write instead. Nothing changed."""
+
+
 class SerializationError(AioDiskQueueError, TypeError):
-    """Raised when an item cannot be turned into bytes; the queue is left unchanged."""
+    """Raised when an item cannot be turned into bytes, or bytes back into an item.
+
+    `data` holds the bytes that could not be read back (None when putting): such an item
+    has left the queue for its dead letters, so that the items behind it flow.
+    """
+
+    def __init__(self, message: str, data: bytes | None = None) -> None:
+        super().__init__(message)
+        self.data = data

@@ -12,8 +12,9 @@ from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 from .acknowledgements import Acknowledgements, Receipt
 from .backends import Backend, LocalBackend, SharedBackend
+from .call_site import result_is_awaited
 from .engines import DbmEngine, OpenOptions, SharedStorageEngine, StorageEngine
-from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown
+from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown, QueueUsageError
 from .serializers import PickleSerializer, Serializer, check_serializer
 from .waiting import Tasks, Waiters
 
@@ -274,6 +275,11 @@ class Queue(Generic[T]):
         `QueueShutDown` after `shutdown()` once the queue is empty, and `NotImplementedError`
         on a shared engine, which cannot take an item without waiting: use ``await get()``.
         """
+        if result_is_awaited():
+            raise QueueUsageError(
+                "get_nowait() returns the item itself since aiodiskqueue 0.2: write "
+                "`item = queue.get_nowait()`, without await (nothing was taken from the queue)"
+            )
         self._check_can_get()
         if not self._backend.can_get_nowait:
             self._backend.get_nowait()  # raises, saying why
