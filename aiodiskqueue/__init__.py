@@ -3,6 +3,7 @@
 >>> q = await Queue.create("jobs.db")  # doctest: +SKIP
 """
 
+from . import dead_letters  # noqa: F401  (a module of the public API)
 from .acknowledgements import Receipt
 from .engines import (
     DbmEngine,

@@ -159,6 +159,7 @@ class Queue(Generic[T]):
                 readahead=readahead,
                 readahead_bytes=readahead_bytes,
                 at_least_once=delivery == "at-least-once",
+                fsync=options.fsync,
                 getters=queue._getters,
                 putters=queue._putters,
                 tasks=queue._tasks,

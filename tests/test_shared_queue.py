@@ -20,6 +20,7 @@ from aiodiskqueue import (
     Queue,
     QueueClosedError,
     QueueShutDown,
+    SerializationError,
 )
 from aiodiskqueue.engines import SharedSqliteEngine, SharedStorageEngine
 
@@ -318,8 +319,9 @@ async def test_an_item_that_cannot_be_read_stays_in_the_store(open_queue: Opener
     queue = await open_queue()
     await within(queue._backend.engine.put(pickle.dumps("readable")[:-3], 0))  # cut short
     await within(queue.put("next"))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(SerializationError) as raised:
         await within(queue.get())
+    assert raised.value.data == pickle.dumps("readable")[:-3]
     assert await within(queue.get()) == "next"
     assert queue.qsize() == 1, "the unreadable item went to the tail"
 

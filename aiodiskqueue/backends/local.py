@@ -14,10 +14,12 @@ import asyncio
 import logging
 from collections import deque
 from contextlib import suppress
+from pathlib import Path
 from typing import Generic, TypeVar
 
+from .. import dead_letters
 from ..engines import Record, StorageEngine, Stored
-from ..exceptions import QueueEmpty
+from ..exceptions import QueueEmpty, SerializationError
 from ..serializers import Serializer
 from ..waiting import Completion, Tasks, Waiters, cancel_at_next_await, despite_cancellation
 
@@ -43,6 +45,7 @@ class LocalBackend(Generic[T]):
         readahead: int | None,
         readahead_bytes: int,
         at_least_once: bool,
+        fsync: bool,
         getters: Waiters,
         putters: Waiters,
         tasks: Tasks,
@@ -62,6 +65,8 @@ class LocalBackend(Generic[T]):
         self._moved: set[int] = set()
         self._batch = _Batch()
         self._storage_task: asyncio.Task[None] | None = None
+        self._fsync = fsync
+        self._burials: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return repr(self.engine)
@@ -194,7 +199,15 @@ class LocalBackend(Generic[T]):
 
     def _take(self) -> tuple[T, Record]:
         record = self._window.head()
-        item = self._serializer.loads(record.data)  # before any change: a failure loses nothing
+        try:
+            item = self._serializer.loads(record.data)
+        except Exception as exc:
+            self._bury(exc)
+            raise SerializationError(
+                f"an item of {self.engine!r} cannot be read by the {self._serializer.name!r} "
+                f"serializer ({exc!r}): it was moved to {self._dead_letters}",
+                record.data,
+            ) from exc
         self._window.popleft()
         self._count -= 1
         self._tasks.take()
@@ -202,6 +215,46 @@ class LocalBackend(Generic[T]):
         if self._at_least_once:
             self._held.add(record.key)
         return item, record
+
+    def _bury(self, exc: Exception) -> None:
+        """Take the head item, which cannot be deserialised, out of the queue: into the dead
+        letters, then its removal into storage (see `aiodiskqueue.dead_letters`)."""
+        record = self._window.popleft()
+        self._count -= 1
+        self._tasks.add(-1)
+        self._putters.wake_one()
+        burial = asyncio.get_running_loop().create_task(self._store_dead_letter(record, exc))
+        self._burials.add(burial)
+        burial.add_done_callback(self._burials.discard)
+
+    async def _store_dead_letter(self, record: Record, exc: Exception) -> None:
+        try:
+            await asyncio.to_thread(
+                dead_letters.append,
+                self._dead_letters,
+                record.data,
+                serializer=self._serializer.name,
+                error=repr(exc),
+                fsync=self._fsync,
+            )
+        except OSError as failure:
+            logger.error(
+                "keeping an unreadable item of %r in %s failed (%r): it stays in the queue",
+                self.engine,
+                self._dead_letters,
+                failure,
+            )
+            self._window.appendleft(record)
+            self._count += 1
+            self._tasks.add()
+            self._getters.wake_one()
+            return
+        logger.warning("moved an unreadable item of %r to %s", self.engine, self._dead_letters)
+        self._change(removal=record.key)
+
+    @property
+    def _dead_letters(self) -> Path:
+        return dead_letters.dead_letters_path(self.engine.path)
 
     def _stored_again(self, record: Record) -> tuple[Record, _Batch]:
         """Store again, under a new key, an item whose removal was stored; return its new
@@ -237,6 +290,8 @@ class LocalBackend(Generic[T]):
 
     async def close(self) -> None:
         """Store the pending changes, then close the engine."""
+        while self._burials:
+            await asyncio.wait(set(self._burials))
         while self._storage_task is not None:
             with suppress(Exception):
                 await asyncio.shield(self._storage_task)

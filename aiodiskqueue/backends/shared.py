@@ -18,6 +18,7 @@ from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 from ..engines import SharedStorageEngine
+from ..exceptions import SerializationError
 from ..serializers import Serializer
 from ..waiting import Completion, Tasks, Waiters, cancel_at_next_await, despite_cancellation
 
@@ -196,9 +197,14 @@ class SharedBackend(Generic[T]):
             return None
         try:
             item = self._serializer.loads(data)
-        except Exception:
-            await self._give_back(data)
-            raise
+        except Exception as exc:
+            # Kept for a consumer that can read it, at the tail, so that it blocks nobody.
+            await despite_cancellation(self._start(self.engine.put(data, 0)))
+            raise SerializationError(
+                f"an item of {self.engine!r} cannot be read by the {self._serializer.name!r} "
+                f"serializer ({exc!r}): it was put back at the tail",
+                data,
+            ) from exc
         self._gets += 1
         self._tasks.take()
         return item, self._gets
