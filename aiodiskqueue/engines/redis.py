@@ -129,6 +129,16 @@ end
 return length
 """
 
+# KEYS: the list, the meta hash, the set of full maxsizes. Deletes every key of the queue,
+# each by its name (the room tokens' from the maxsizes in the set, which the wait that made
+# a token added first), so that no other queue's key can match.
+_DROP = """
+for _, maxsize in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    redis.call('DEL', KEYS[1] .. ':room:' .. maxsize)
+end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+"""
+
 # KEYS: the meta hash. ARGV: field, value, field, value... Returns the whole hash.
 _OPEN = """
 for i = 1, #ARGV, 2 do
@@ -295,15 +305,14 @@ class RedisEngine(SharedStorageEngine):
         return max(0, self._size)
 
     async def drop(self) -> None:
-        """Delete the queue from the server: its items, its meta and its wake-up keys.
+        """Delete the queue from the server, in one atomic step: its items, its meta and its
+        wake-up keys, each by its exact name, so that no other queue loses anything.
 
         Queues open on it elsewhere see an empty queue, which their next put creates again.
         """
         client = self._running()
         try:
-            keys = [key async for key in client.scan_iter(match=f"{self._items}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
+            await client.register_script(_DROP)([self._items, self._meta, self._full])
         except _CONNECTION_ERRORS as exc:
             self._lost(exc, "drop")
         self._size = 0
