@@ -348,9 +348,11 @@ def test_a_bad_address_raises_value_error(address: str) -> None:
         PostgresEngine(address)
 
 
-def test_repr_shows_the_queue_without_password_or_parameters() -> None:
+def test_repr_shows_the_address_with_stars_for_its_passwords() -> None:
     engine = PostgresEngine("postgresql://user:secret@db.example:5433/app/jobs?password=secret")
-    assert repr(engine) == "PostgresEngine('postgresql://user@db.example:5433/app/jobs')"
+    assert repr(engine) == (
+        "PostgresEngine('postgresql://user:***@db.example:5433/app/jobs?password=***')"
+    )
 
 
 async def test_query_parameters_of_the_address_reach_the_server(opened: Opener, name: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TextIO
 
 from ..engines import StorageEngine
 from ..engines.detect import QueueFiles
+from ..engines.shared import redacted
 from ..exceptions import AioDiskQueueError
 from .lines import DEFAULT_SERIALIZER, BadLine, ItemCodec
 from .progress import Progress
@@ -193,7 +194,7 @@ def import_(args: argparse.Namespace) -> int:
     destination = target(args.path, args.engine, args.dbm_backend)
     with _input(args.file) as source:
         count = asyncio.run(_import(destination, source, args.file, args.serializer))
-    print(f"imported {count} item(s) into {args.path}")
+    print(f"imported {count} item(s) into {redacted(args.path)}")
     return 0
 
 
@@ -312,12 +313,12 @@ async def _batches(items: Iterator[bytes]) -> AsyncIterator[list[bytes]]:
 def migrate(args: argparse.Namespace) -> int:
     """Copy, or with `args.move` move, every item of `args.src` to `args.dst`, in order."""
     if same_queue(args.src, args.dst):
-        raise CliError(f"{args.src} and {args.dst} are the same queue")
+        raise CliError(f"{redacted(args.src)} and {redacted(args.dst)} are the same queue")
     found = find(args.src)
     destination = target(args.dst, args.engine, args.dbm_backend)
     count = asyncio.run(_migrate(found, destination, move=args.move, append=args.append))
     verb = "moved" if args.move else "copied"
-    print(f"{verb} {count} item(s) from {args.src} to {args.dst}")
+    print(f"{verb} {count} item(s) from {redacted(args.src)} to {redacted(args.dst)}")
     return 0
 
 

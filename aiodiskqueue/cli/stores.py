@@ -31,6 +31,7 @@ from ..engines import (
 )
 from ..engines.detect import QueueFiles, detect
 from ..engines.locking import recorded_owner
+from ..engines.shared import redacted
 from ..exceptions import QueueCorruptedError, QueueLockedError
 
 __all__ = [
@@ -95,7 +96,7 @@ def find(path: str) -> QueueFiles:
     """Return the local queue at `path`; raise `CliError` if there is none."""
     if is_address(path):
         raise CliError(
-            f"{path} is on a server: only import and migrate (as the destination) "
+            f"{redacted(path)} is on a server: only import and migrate (as the destination) "
             "work with server queues"
         )
     try:
@@ -298,10 +299,11 @@ def _new_local_target(path: Path, engine: str, backend: str | None) -> Target:
 def _server_target(address: str, engine: str | None) -> Target:
     if engine not in _SERVER_ENGINES:
         raise CliError(
-            f"{address} is a server address: name RedisEngine or PostgresEngine with --engine"
+            f"{redacted(address)} is a server address: "
+            "name RedisEngine or PostgresEngine with --engine"
         )
     cls = getattr(engines, engine)  # ImportError if its extra is missing: reported as such
-    return _SharedTarget(cls(address), address, exists=None)
+    return _SharedTarget(cls(address), redacted(address), exists=None)
 
 
 def same_queue(first: str, second: str) -> bool:

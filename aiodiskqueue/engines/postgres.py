@@ -73,7 +73,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ..exceptions import QueueConnectionError
 from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import KnownSize, SharedStorageEngine
+from .shared import KnownSize, SharedStorageEngine, redacted
 
 __all__ = ["PostgresEngine"]
 
@@ -133,9 +133,6 @@ class PostgresEngine(SharedStorageEngine):
         # The version at which a get found nothing to take (the rows it counts were held
         # by getters that had not committed yet): waits for items wait past it.
         self._empty_at = -1
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.server + '/' + self.name!r})"
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
         self._fsync = options.fsync
@@ -370,7 +367,7 @@ async def _keep_session(connection: Any) -> None:
 
 def _parse(address: str) -> tuple[str, str, str]:
     """Split an address into the database's URL, the queue's name, and the server's URL
-    without password or parameters (for messages)."""
+    without parameters and with its password hidden (for messages)."""
     parts = urllib.parse.urlsplit(address)
     if parts.scheme not in _SCHEMES:
         raise ValueError(
@@ -390,9 +387,7 @@ def _parse(address: str) -> tuple[str, str, str]:
             "digits, '_' or '-'"
         )
     dsn = urllib.parse.urlunsplit((parts.scheme, parts.netloc, database, parts.query, ""))
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    server = f"{parts.scheme}://{user}{at}{hostport}{database}"
+    server = redacted(urllib.parse.urlunsplit((parts.scheme, parts.netloc, database, "", "")))
     return dsn, name, server
 
 

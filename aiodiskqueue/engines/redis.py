@@ -79,7 +79,7 @@ from redis.backoff import NoBackoff
 
 from ..exceptions import QueueConnectionError
 from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import SharedStorageEngine
+from .shared import SharedStorageEngine, redacted
 
 __all__ = ["RedisEngine"]
 
@@ -184,13 +184,6 @@ class RedisEngine(SharedStorageEngine):
         self._meta = f"{items}:meta"
         self._full = f"{items}:full"
         self._size = 0
-
-    def __repr__(self) -> str:
-        parts = urlsplit(self.address)
-        if parts.password is None:
-            return super().__repr__()
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return f"{type(self).__name__}({urlunsplit(parts._replace(netloc=netloc))!r})"
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
         commands = _Pool.from_url(
@@ -374,7 +367,8 @@ class RedisEngine(SharedStorageEngine):
 
 
 def _parse(address: str) -> tuple[str, str, str]:
-    """Split an address into the Redis URL, the queue's name and the server, for messages."""
+    """Split an address into the Redis URL, the queue's name and the server, for messages
+    (without its password)."""
     parts = urlsplit(address)
     database, _, name = parts.path.rpartition("/")
     if parts.scheme in ("redis", "rediss"):
@@ -383,12 +377,12 @@ def _parse(address: str) -> tuple[str, str, str]:
         well_formed = parts.scheme == "unix" and database != ""
     if not well_formed or not name:
         raise ValueError(
-            f"{address!r} is not a Redis URL of a database followed by / and a queue name, "
-            "as in redis://127.0.0.1:6379/0/jobs or unix:///run/redis.sock/jobs?db=0"
+            f"{redacted(address)!r} is not a Redis URL of a database followed by / and a "
+            "queue name, as in redis://127.0.0.1:6379/0/jobs or unix:///run/redis.sock/jobs?db=0"
         )
     url = urlunsplit(parts._replace(path=database))
-    server = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], database, "", ""))
-    return url, unquote(name), f"Redis at {server}"
+    server = urlunsplit((parts.scheme, parts.netloc, database, "", ""))
+    return url, unquote(name), f"Redis at {redacted(server)}"
 
 
 def _text(value: str | bytes | None) -> str:

@@ -18,11 +18,48 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
+import re
 from collections.abc import Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
 
-__all__ = ["KnownSize", "SharedStorageEngine"]
+__all__ = ["KnownSize", "SharedStorageEngine", "redacted"]
+
+# What may stand before the path in an address that has no user information: a host (or an
+# IPv6 address in brackets), then maybe a port.
+_HOST_AND_PORT = re.compile(r"(\[[^\]]*\]|[^:@\[\]]+)(:\d*)?|")
+_SECRET_PARAMETER = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def redacted(address: str | os.PathLike[str]) -> str:
+    """`address` as it may be shown, in a repr, a message or a log line: its password
+    replaced by ``***``.
+
+    That is the password of its user information (``redis://:***@host:6379/0/jobs``,
+    ``postgresql://user:***@host/db/jobs``) and the value of each query parameter whose
+    name holds "password" (``?password=***``, ``?sslpassword=***``). A password that holds
+    a ``/``, ``?`` or ``#`` it should have percent-encoded is hidden all the same, with
+    everything up to the last ``@``. A path, or an address without a password, is returned
+    as it is.
+    """
+    text = os.fspath(address)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return text
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        at = authority.rfind("@")
+    elif not _HOST_AND_PORT.fullmatch(authority):  # the password holds a / ? or #
+        at = rest.rfind("@")
+    else:
+        at = -1
+    if at >= 0 and ":" in rest[:at]:
+        user = rest[:at].partition(":")[0]
+        rest = f"{user}:***{rest[at:]}"
+    path, question, query = rest.partition("?")
+    if question:
+        rest = path + _SECRET_PARAMETER.sub(r"\1***", question + query)
+    return f"{scheme}{separator}{rest}"
 
 
 class SharedStorageEngine(abc.ABC):
@@ -59,7 +96,7 @@ class SharedStorageEngine(abc.ABC):
         self.address = os.fspath(address)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.address!r})"
+        return f"{type(self).__name__}({redacted(self.address)!r})"
 
     @abc.abstractmethod
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
