@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -378,6 +379,49 @@ async def test_fsync_turns_synchronous_commit_on_where_it_is_off(
         assert await connection.fetchval("SHOW synchronous_commit") == expected
     said = [record for record in caplog.records if "synchronous_commit" in record.getMessage()]
     assert [record.levelno for record in said] == ([logging.INFO] if fsync else [])
+
+
+CLIENT_SIDE_FAILURES = {
+    "internal-client-error": asyncpg.InternalClientError("not connected"),
+    "protocol-error": asyncpg.ProtocolError("unexpected message"),
+}
+"""What asyncpg raises from its own side when a connection breaks in an unexpected state,
+as when the server is killed mid-operation."""
+
+
+@pytest.mark.parametrize("failure", list(CLIENT_SIDE_FAILURES))
+async def test_a_client_side_connection_failure_raises_queue_connection_error(
+    opened: Opener, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    engine = await opened()
+
+    async def broken(connection: asyncpg.Connection, *args: object, **kwargs: object) -> None:
+        raise CLIENT_SIDE_FAILURES[failure]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asyncpg.Connection, "fetchrow", broken)
+        for operation in (engine.put(b"item", 0), engine.get()):
+            with pytest.raises(QueueConnectionError, match="may or may not have committed"):
+                await within(operation)
+    assert await within(engine.put(b"after", 0))
+
+
+async def test_a_connection_closed_under_an_operation_raises_queue_connection_error(
+    opened: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await opened()
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def closed_first(connection: asyncpg.Connection, *args: object, **kwargs: object) -> Any:
+        connection.terminate()  # as a broken socket would, just before the statement
+        return await fetchrow(connection, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asyncpg.Connection, "fetchrow", closed_first)
+        with pytest.raises(QueueConnectionError, match="may or may not have committed"):
+            await within(engine.put(b"item", 0))
+    assert await within(engine.put(b"after", 0))
+    assert await within(engine.get()) == b"after"
 
 
 async def test_opening_with_no_server_raises_queue_connection_error() -> None:
