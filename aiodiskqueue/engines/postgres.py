@@ -93,6 +93,8 @@ _CREATION_LOCK = 0x6169_6F64_7175_6575  # "aiodqueu": the advisory lock around c
 
 # Errors that mean the server could not be reached or the connection broke. Timeouts come
 # from connecting: a caller's own timeout reaches the engine as a cancellation instead.
+# InternalClientError (and its ProtocolError) is asyncpg's own side finding the connection in
+# a state it did not expect, as when the server dies in the middle of an exchange.
 _CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
@@ -101,7 +103,24 @@ _CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError,
 )
+
+
+def _lost(exc: BaseException, connection: Any) -> bool:
+    """Whether `exc`, raised by an operation on `connection`, means the connection broke.
+
+    asyncpg raises InterfaceError for a connection that closed under the operation, and for
+    misuse too (two operations at once on one connection): only the first is a lost one.
+    """
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    if not isinstance(exc, asyncpg.InterfaceError):
+        return False
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:  # the pool detaches a connection that closed from its proxy
+        return True
 
 
 def _quote(identifier: str) -> str:
@@ -238,7 +257,9 @@ class PostgresEngine(SharedStorageEngine):
             ) from exc
         try:
             yield connection
-        except _CONNECTION_ERRORS as exc:
+        except Exception as exc:
+            if not _lost(exc, connection):
+                raise
             in_doubt = (
                 f"; the server may or may not have committed it (if it did, {if_committed})"
                 if if_committed
@@ -332,9 +353,10 @@ class PostgresEngine(SharedStorageEngine):
             await listener.add_listener(self._channel, self._on_notification)
             row = await listener.fetchrow(_STATE, self.name)
         except BaseException as exc:
+            lost = _lost(exc, listener)
             listener.remove_termination_listener(self._on_listener_lost)
             listener.terminate()
-            if isinstance(exc, _CONNECTION_ERRORS):
+            if lost:
                 raise QueueConnectionError(
                     f"lost the connection to {self.server} while listening: {exc}"
                 ) from exc
