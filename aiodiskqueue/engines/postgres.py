@@ -85,6 +85,9 @@ POOL_SIZE = 10
 CLOSE_TIMEOUT = 10.0
 """Seconds `close()` waits for the server to acknowledge before dropping a connection."""
 
+READ_PAGE = 1000
+"""Rows `items()` fetches per round trip."""
+
 _SCHEMES = ("postgresql", "postgres")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,50}")  # "aiodiskqueue_" + name fits in 63 bytes
 _PREFIX = "aiodiskqueue_"
@@ -141,6 +144,7 @@ class PostgresEngine(SharedStorageEngine):
         self._channel = _PREFIX + self.name
         self._put_sql = _PUT.format(table=table, queues=_QUEUES)
         self._get_sql = _GET.format(table=table, queues=_QUEUES)
+        self._purge_sql = _PURGE.format(table=table, queues=_QUEUES)
         self._table = table
         self._pool: Any = None
         self._listener: Any = None
@@ -289,6 +293,56 @@ class PostgresEngine(SharedStorageEngine):
 
     def size(self) -> int:
         return int(self._known)
+
+    async def exists(self) -> bool:
+        """Whether the database holds the queue's table; the engine must not be open."""
+        try:
+            connection = await asyncpg.connect(self._dsn)
+        except _CONNECTION_ERRORS as exc:
+            raise QueueConnectionError(f"cannot reach {self.server}: {exc}") from exc
+        try:
+            found: bool = await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", self._table
+            )
+        except Exception as exc:
+            if _lost(exc, connection):
+                raise QueueConnectionError(
+                    f"lost the connection to {self.server} while looking for queue "
+                    f"{self.name!r}: {exc}"
+                ) from exc
+            raise
+        finally:
+            try:
+                await connection.close(timeout=CLOSE_TIMEOUT)
+            except (*_CONNECTION_ERRORS, asyncpg.InterfaceError):
+                connection.terminate()
+        return found
+
+    async def items(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """Yield up to `limit` items (all if None) from the head, removing none.
+
+        They are read `READ_PAGE` at a time, in one read-only transaction that sees the
+        queue as it was when the transaction began (repeatable read), which holds one
+        connection of the pool until the iterator ends or is closed.
+        """
+        query = f"SELECT data FROM {self._table} ORDER BY id LIMIT $1"
+        reading = self._connection(f"reading queue {self.name!r}")
+        async with (
+            reading as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = None if limit is None else max(limit, 0)  # LIMIT NULL: every row
+            async for row in connection.cursor(query, rows, prefetch=READ_PAGE):
+                yield row["data"]
+
+    async def purge(self) -> int:
+        """Remove every item in one transaction, waking waiters; return how many."""
+        row = await self._run(
+            "removing every item", "the queue was emptied", self._purge_sql, self.name
+        )
+        self._known.heard(row["size"], row["changes"])
+        removed: int = row["removed"]
+        return removed
 
     async def drop(self) -> None:
         """Delete the queue from the database: its table and its row, in one transaction.
@@ -453,6 +507,20 @@ SELECT true AS stored, changes, size FROM notified
 UNION ALL
 SELECT false, changes, size FROM {queues}
 WHERE name = $1 AND NOT EXISTS (SELECT FROM counted)
+"""
+# $1 the queue's name, $2 the channel. Rows that getters hold are deleted once they let go
+# of them (if they did not take them), and `size` is updated from the row as they left it.
+_PURGE = """
+WITH taken AS (
+    DELETE FROM {table} RETURNING id
+), counted AS (
+    UPDATE {queues} SET size = size - (SELECT count(*) FROM taken), changes = changes + 1
+    WHERE name = $1
+    RETURNING changes, size
+), notified AS (
+    SELECT changes, size, pg_notify($2, changes || ' ' || size) FROM counted
+)
+SELECT (SELECT count(*) FROM taken) AS removed, changes, size FROM notified
 """
 # $1 the queue's name, $2 the channel. The second branch reads the row when there was no
 # item to take.

@@ -19,7 +19,7 @@ import abc
 import asyncio
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
 
@@ -85,6 +85,22 @@ class SharedStorageEngine(abc.ABC):
       change). It never blocks and is never negative.
     - `close()` releases connections. It is called once, after the last operation.
 
+    Optional operations, which `Queue` never calls: the ``aiodiskqueue`` command line uses
+    them to look into a queue, empty it and delete it, and reports an engine that lacks one
+    (their defaults raise `NotImplementedError`):
+
+    - `exists()`, on an engine that is not open, connects, says whether the store holds the
+      queue (any item or meta of it), and lets go, creating nothing.
+    - `items(limit)`, on an open engine, yields the items from the head, removing none: the
+      items the queue held at one instant, whatever other users do meanwhile, at most
+      `limit` of them (every one if None). Close the iterator (`contextlib.aclosing`) when
+      stopping before its end, so that the engine lets go of what it holds for it.
+    - `purge()` removes every item of the queue in one atomic step and returns how many
+      it removed; the meta stays, and the queue's other users go on using it.
+    - `drop()` deletes the queue from the store: its items, its meta and whatever else the
+      engine keeps for it. Afterwards the engine may only be closed; how engines open on
+      the queue elsewhere fare is the engine's to document.
+
     `Queue` may call `put`, `get` and the waits from several tasks at once; an engine that
     holds a single connection serialises them itself. An operation that fails because the
     store is unreachable raises `QueueConnectionError` and leaves the queue as it was, or,
@@ -125,6 +141,26 @@ class SharedStorageEngine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the engine's connections."""
+
+    async def exists(self) -> bool:
+        """Whether the store holds the queue, asked without opening it or creating anything."""
+        raise self._cannot("tell whether its queue exists")
+
+    def items(self, limit: int | None = None) -> AsyncIterator[bytes]:
+        """Yield up to `limit` items (all if None) from the head, as they stood at one
+        instant, removing none."""
+        raise self._cannot("list its items without removing them")
+
+    async def purge(self) -> int:
+        """Remove every item in one atomic step; return how many were removed."""
+        raise self._cannot("remove every item at once")
+
+    async def drop(self) -> None:
+        """Delete the queue from the store, with its meta; then only `close()` may follow."""
+        raise self._cannot("delete its queue")
+
+    def _cannot(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} cannot {what}")
 
 
 class KnownSize:
