@@ -66,7 +66,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -318,7 +318,7 @@ class PostgresEngine(SharedStorageEngine):
                 connection.terminate()
         return found
 
-    async def items(self, limit: int | None = None) -> AsyncIterator[bytes]:
+    async def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield up to `limit` items (all if None) from the head, removing none.
 
         They are read `READ_PAGE` at a time, in one read-only transaction that sees the

@@ -67,7 +67,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, NoReturn, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -338,7 +338,7 @@ class RedisEngine(SharedStorageEngine):
             await client.aclose()
         return found > 0
 
-    async def items(self, limit: int | None = None) -> AsyncIterator[bytes]:
+    async def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield up to `limit` items (all if None) from the head, removing none.
 
         They are read with one command, so they are the list at one instant; and so all of

@@ -19,7 +19,7 @@ import abc
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
 
@@ -146,7 +146,7 @@ class SharedStorageEngine(abc.ABC):
         """Whether the store holds the queue, asked without opening it or creating anything."""
         raise self._cannot("tell whether its queue exists")
 
-    def items(self, limit: int | None = None) -> AsyncIterator[bytes]:
+    def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield up to `limit` items (all if None) from the head, as they stood at one
         instant, removing none."""
         raise self._cannot("list its items without removing them")
