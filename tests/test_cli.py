@@ -1014,3 +1014,12 @@ async def test_a_move_from_a_server_stops_when_another_user_took_an_item_meanwhi
             await other.close()
         # Nothing is lost: the item found instead of the first is back, at the tail.
         assert await listed_on_server(address, "RedisEngine") == [read[0][2], read[0][1]]
+
+
+async def test_a_server_that_refuses_the_connection_is_reported_in_one_line(
+    tmp_path: Path,
+) -> None:
+    async with postgres_queue() as address:
+        elsewhere = re.sub(r"/[^/]+/([^/]+)$", r"/no_such_database/\1", address)
+        line = failed(await command("info", elsewhere, cwd=tmp_path))
+        assert 'database "no_such_database" does not exist' in line

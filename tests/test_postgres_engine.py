@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -422,6 +423,24 @@ async def test_a_connection_closed_under_an_operation_raises_queue_connection_er
             await within(engine.put(b"item", 0))
     assert await within(engine.put(b"after", 0))
     assert await within(engine.get()) == b"after"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "database", "reason"),
+    [
+        ("postgres", "no_such_database", 'database "no_such_database" does not exist'),
+        ("no_such_role", "test", 'role "no_such_role" does not exist'),
+    ],
+)
+async def test_a_connection_the_server_refuses_raises_queue_connection_error(
+    credentials: str, database: str, reason: str
+) -> None:
+    parts = urllib.parse.urlsplit(POSTGRES_URL)
+    server = parts._replace(netloc=f"{credentials}@{parts.hostname}:{parts.port or 5432}")
+    address = f"{urllib.parse.urlunsplit(server._replace(path=''))}/{database}/jobs"
+    for attempt in (PostgresEngine(address).exists(), PostgresEngine(address).open()):
+        with pytest.raises(QueueConnectionError, match=reason):
+            await within(attempt)
 
 
 async def test_opening_with_no_server_raises_queue_connection_error() -> None:

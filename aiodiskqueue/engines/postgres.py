@@ -109,6 +109,10 @@ _CONNECTION_ERRORS = (
     asyncpg.InternalClientError,
 )
 
+# What making a connection raises besides: the server refusing it (no such database or role,
+# a wrong password, too many connections...), which is as final for the operation.
+_CONNECT_ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError)
+
 
 def _lost(exc: BaseException, connection: Any) -> bool:
     """Whether `exc`, raised by an operation on `connection`, means the connection broke.
@@ -255,7 +259,7 @@ class PostgresEngine(SharedStorageEngine):
         pool = self._running()
         try:
             connection = await pool.acquire()
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECT_ERRORS as exc:
             raise QueueConnectionError(
                 f"cannot reach {self.server}: {exc}; nothing was changed"
             ) from exc
@@ -298,7 +302,7 @@ class PostgresEngine(SharedStorageEngine):
         """Whether the database holds the queue's table; the engine must not be open."""
         try:
             connection = await asyncpg.connect(self._dsn)
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECT_ERRORS as exc:
             raise QueueConnectionError(f"cannot reach {self.server}: {exc}") from exc
         try:
             found: bool = await connection.fetchval(
@@ -398,7 +402,7 @@ class PostgresEngine(SharedStorageEngine):
         sent before LISTEN took effect are lost, but their changes are in the row."""
         try:
             listener = await asyncpg.connect(self._dsn)
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECT_ERRORS as exc:
             raise QueueConnectionError(
                 f"cannot reach {self.server} to wait for changes: {exc}"
             ) from exc
