@@ -174,7 +174,7 @@ class Queue(Generic[T]):
         if not _same(meta, serializer):
             await engine.close()
             raise ValueError(
-                f"{path} holds items stored with the {meta['serializer']!r} serializer, "
+                f"{engine!r} holds items stored with the {meta['serializer']!r} serializer, "
                 f"not {serializer.name!r}: pass the serializer it was created with"
             )
         queue._closed = False

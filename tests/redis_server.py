@@ -26,14 +26,16 @@ class RedisServer:
     """A redis-server on a loopback port, keeping its files in `directory`.
 
     It keeps the same port and directory when it is started again, so a restarted server
-    reads back the append-only file that the killed one wrote.
+    reads back the append-only file that the killed one wrote. With a `password`, clients
+    must give it (`url` does).
     """
 
-    def __init__(self, directory: Path, *options: str) -> None:
+    def __init__(self, directory: Path, *options: str, password: str | None = None) -> None:
         self.directory = directory
-        self.options = options
+        self.options = (*options, "--requirepass", password) if password else options
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{password}@" if password else ""
+        self.url = f"redis://{credentials}127.0.0.1:{self.port}/0"
         self._process: asyncio.subprocess.Process | None = None
         self._output: list[str] = []
         self._reader: asyncio.Task[None] | None = None

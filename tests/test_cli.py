@@ -22,7 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,13 @@ from aiodiskqueue.engines import (
 )
 from aiodiskqueue.engines.detect import detect
 
-from .conftest import DBM_BACKENDS, ENGINES
+from .conftest import DBM_BACKENDS, ENGINES, FILE_ENGINES
 from .servers import postgres_queue, redis_queue
 
 TIMEOUT = 60
 """Seconds any one run of the command may take before the test fails."""
 
-COMMANDS = ("info", "peek", "export", "import", "migrate", "purge")
+COMMANDS = ("info", "peek", "export", "import", "migrate", "purge", "drop")
 JSON_ITEMS: list[Any] = [{"job": 1}, "two", 3, 4.5, None, True, [1, "a"], {"nested": {"x": []}}]
 NOT_JSON_ITEMS: list[Any] = [(1, 2), {1, 2}, datetime.date(2024, 2, 29), b"bytes", {1: "int key"}]
 BIG = 2500  # items: more than the progress bar's threshold
@@ -594,14 +594,12 @@ async def server_items(address: str, engine: str) -> list[Any]:
         return got
 
 
-def test_a_server_queue_is_refused_where_only_local_ones_work(tmp_path: Path) -> None:
-    failed(run("peek", "redis://127.0.0.1:6379/0/jobs", cwd=tmp_path), "only import and migrate")
-
-
 @pytest.mark.parametrize(
     ("destination", "engine", "reason"),
     [
-        ("redis://127.0.0.1:6379/0/jobs", "DbmEngine", "name RedisEngine or PostgresEngine"),
+        ("redis://127.0.0.1:6379/0/jobs", "DbmEngine", "is a queue of RedisEngine, not of Dbm"),
+        ("postgresql://u@h/db/jobs", "RedisEngine", "is a queue of PostgresEngine, not of Redis"),
+        ("http://127.0.0.1/0/jobs", "RedisEngine", "is not a queue address: it starts with"),
         ("dst", "RedisEngine", "RedisEngine needs the address of a queue on its server"),
     ],
 )
@@ -790,3 +788,241 @@ def on_terminal(args: list[str], cwd: Path) -> str:
         if process.poll() is None:
             process.kill()
     return shown.decode()
+
+
+# drop (local queues)
+
+
+def test_drop_without_yes_refuses_and_changes_nothing(queue: Path) -> None:
+    before = files(queue.parent)
+    failed(run("drop", queue.name, cwd=queue.parent), "--yes")
+    assert files(queue.parent) == before
+
+
+@pytest.mark.parametrize("engine", list(FILE_ENGINES))
+def test_drop_yes_deletes_every_file_of_the_queue(tmp_path: Path, engine: str) -> None:
+    fill(tmp_path / "q", JSON_ITEMS, FILE_ENGINES[engine])
+    (tmp_path / "other").write_text("not the queue's")
+    queue_files = {file.name for file in detect(tmp_path / "q").files} | {"q.bak"}  # dbm.dumb's
+    output = succeeded(run("drop", "q", "--yes", cwd=tmp_path))
+    assert output.startswith("dropped q: deleted ")
+    deleted = output.strip().split(": deleted ")[1].split(", ")
+    assert "q" in deleted or "q.dat" in deleted
+    assert set(deleted) <= queue_files
+    assert files(tmp_path) == {"other": b"not the queue's"}  # the lock file stays
+    failed(run("info", "q", cwd=tmp_path), "no queue at q")
+
+
+def test_drop_refuses_a_queue_open_in_another_process(queue: Path) -> None:
+    before = files(queue.parent)
+
+    async def drop_while_open() -> subprocess.CompletedProcess[str]:
+        async with await Queue.create(queue):
+            return await asyncio.to_thread(run, "drop", queue.name, "--yes", cwd=queue.parent)
+
+    failed(asyncio.run(drop_while_open()), f"is open in process {os.getpid()}")
+    assert files(queue.parent) == before
+
+
+def test_drop_refuses_a_sqlite_queue_that_other_processes_share(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    fill(path, JSON_ITEMS, SharedSqliteEngine)
+
+    async def drop_while_shared() -> subprocess.CompletedProcess[str]:
+        async with await Queue.create(path, cls_storage_engine=SharedSqliteEngine):
+            return await asyncio.to_thread(run, "drop", path.name, "--yes", cwd=tmp_path)
+
+    failed(asyncio.run(drop_while_shared()), "open in other processes (shared)")
+    assert items(path) == JSON_ITEMS
+
+
+def test_drop_deletes_a_damaged_queue(tmp_path: Path) -> None:
+    fill(tmp_path / "q", ["intact", "damaged-item-0123456789"])
+    damage(tmp_path / "q", b"damaged-item-0123456789")
+    succeeded(run("drop", "q", "--yes", cwd=tmp_path))
+    assert files(tmp_path) == {}
+
+
+# Queues on servers: every command works on them as on files
+
+
+@pytest.fixture(params=list(SERVERS))
+async def on_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    """A server engine's name and the address of a queue of the test's own on its server."""
+    async with SERVERS[request.param]() as address:
+        yield request.param, address
+
+
+async def put_on_server(address: str, engine: str, values: Iterable[Any], **options: Any) -> None:
+    cls = getattr(engines, engine)
+    async with await Queue.create(address, cls_storage_engine=cls, **options) as remote:
+        for value in values:
+            await asyncio.wait_for(remote.put(value), TIMEOUT)
+
+
+async def listed_on_server(address: str, engine: str) -> list[bytes] | None:
+    """The stored bytes of the items of the queue at `address`, taking none; None if there is
+    no queue there."""
+    store = getattr(engines, engine)(address)
+    if not await store.exists():
+        return None
+    await store.open()
+    try:
+        return [data async for data in store.items()]
+    finally:
+        await store.close()
+
+
+async def command(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(run, *args, cwd=cwd)
+
+
+async def test_info_describes_a_queue_on_a_server(
+    on_server: tuple[str, str], tmp_path: Path
+) -> None:
+    engine, address = on_server
+    await put_on_server(address, engine, JSON_ITEMS, serializer=JsonSerializer())
+    output = succeeded(await command("info", address, cwd=tmp_path))
+    facts = dict(re.findall(r"^([^:]+): +(.*)$", output, re.MULTILINE))
+    assert facts == {
+        "address": address,
+        "engine": engine,
+        "serializer": "json",
+        "items": str(len(JSON_ITEMS)),
+    }
+    as_json = json.loads(succeeded(await command("info", address, "--json", cwd=tmp_path)))
+    assert as_json["engines"] == [engine]
+    assert (as_json["path"], as_json["items"], as_json["serializer"]) == (
+        address,
+        len(JSON_ITEMS),
+        "json",
+    )
+
+
+async def test_peek_prints_the_first_items_of_a_queue_on_a_server_and_leaves_them(
+    on_server: tuple[str, str], tmp_path: Path
+) -> None:
+    engine, address = on_server
+    await put_on_server(address, engine, JSON_ITEMS)
+    before = await listed_on_server(address, engine)
+    output = succeeded(await command("peek", address, "-n", "3", cwd=tmp_path))
+    assert output.splitlines() == [repr(item) for item in JSON_ITEMS[:3]]
+    peeked = succeeded(await command("peek", address, "--json", "-n", "100", cwd=tmp_path))
+    assert peeked == succeeded(await command("export", address, cwd=tmp_path))
+    assert await listed_on_server(address, engine) == before
+
+
+async def test_export_then_import_copies_a_queue_between_servers_and_files(
+    on_server: tuple[str, str], tmp_path: Path
+) -> None:
+    engine, address = on_server
+    originals = [*JSON_ITEMS, *NOT_JSON_ITEMS]
+    await put_on_server(address, engine, originals)
+    before = await listed_on_server(address, engine)
+    assert succeeded(await command("export", address, "-o", "out.jsonl", cwd=tmp_path)) == ""
+    assert await listed_on_server(address, engine) == before
+    succeeded(await command("import", "copy", "out.jsonl", cwd=tmp_path))
+    assert await asyncio.to_thread(stored, tmp_path / "copy") == before
+
+
+async def test_migrate_copies_a_queue_on_a_server_to_a_file_and_leaves_it(
+    on_server: tuple[str, str], tmp_path: Path
+) -> None:
+    engine, address = on_server
+    originals = [*JSON_ITEMS, *range(1200)]  # more than one batch
+    await put_on_server(address, engine, originals)
+    before = await listed_on_server(address, engine)
+    output = succeeded(
+        await command("migrate", address, "dst", "--engine", "PickledList", cwd=tmp_path)
+    )
+    assert output == f"copied {len(originals)} item(s) from {address} to dst\n"
+    assert await asyncio.to_thread(stored, tmp_path / "dst") == before
+    assert await listed_on_server(address, engine) == before
+
+
+async def test_migrate_move_moves_a_queue_from_one_server_to_the_other(tmp_path: Path) -> None:
+    async with redis_queue() as on_redis, postgres_queue() as on_postgres:
+        await put_on_server(on_redis, "RedisEngine", JSON_ITEMS)
+        before = await listed_on_server(on_redis, "RedisEngine")
+        arguments = ("migrate", on_redis, on_postgres, "--engine", "PostgresEngine", "--move")
+        output = succeeded(await command(*arguments, cwd=tmp_path))
+        assert output.startswith(f"moved {len(JSON_ITEMS)} item(s)")
+        assert await listed_on_server(on_postgres, "PostgresEngine") == before
+        assert await listed_on_server(on_redis, "RedisEngine") == []
+
+
+async def test_purge_empties_a_queue_on_a_server_and_keeps_its_serializer(
+    on_server: tuple[str, str], tmp_path: Path
+) -> None:
+    engine, address = on_server
+    await put_on_server(address, engine, JSON_ITEMS, serializer=JsonSerializer())
+    output = succeeded(await command("purge", address, "--yes", cwd=tmp_path))
+    assert output == f"removed {len(JSON_ITEMS)} item(s) from {address}\n"
+    assert await listed_on_server(address, engine) == []
+    (tmp_path / "items.jsonl").write_text('{"item": 1}\n')
+    failed(
+        await command("import", address, "items.jsonl", "--serializer", "pickle", cwd=tmp_path),
+        "'json' serializer, not 'pickle'",
+    )
+
+
+async def test_drop_deletes_a_queue_on_a_server(on_server: tuple[str, str], tmp_path: Path) -> None:
+    engine, address = on_server
+    await put_on_server(address, engine, JSON_ITEMS)
+    failed(await command("drop", address, cwd=tmp_path), "--yes")
+    assert await listed_on_server(address, engine) is not None
+    output = succeeded(await command("drop", address, "--yes", cwd=tmp_path))
+    assert output == f"dropped {address}, which held {len(JSON_ITEMS)} item(s)\n"
+    assert await listed_on_server(address, engine) is None
+
+
+@pytest.mark.parametrize("command_line", [*READERS, ("drop", "--yes"), ("migrate",)])
+async def test_a_missing_queue_on_a_server_is_reported_and_not_created(
+    on_server: tuple[str, str], tmp_path: Path, command_line: tuple[str, ...]
+) -> None:
+    engine, address = on_server
+    failed(await command(*arguments(command_line, address), cwd=tmp_path), f"no queue at {address}")
+    assert await listed_on_server(address, engine) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_migrate_refuses_the_same_server_queue_however_its_address_is_written(
+    tmp_path: Path,
+) -> None:
+    async with redis_queue() as address:
+        other_form = address.replace("redis://", "redis://:pw@") + "?socket_timeout=5"
+        result = await command(
+            "migrate", address, other_form, "--engine", "RedisEngine", cwd=tmp_path
+        )
+        failed(result, "are the same queue")
+
+
+async def test_a_move_from_a_server_stops_when_another_user_took_an_item_meanwhile(
+    tmp_path: Path,
+) -> None:
+    from aiodiskqueue.cli.stores import CliError, reading
+
+    async with redis_queue() as address:
+        await put_on_server(address, "RedisEngine", ["one", "two", "three"])
+        other = engines.RedisEngine(address)
+        await other.open()
+        try:
+            async with reading(address) as source:
+                read = [batch async for batch in source.batches(remember=True)]
+                assert await other.get() == read[0][0]  # another user takes the first
+                with pytest.raises(CliError, match="changed while its items were moved") as raised:
+                    await source.remove_read()
+            assert "0 of the 3 item(s) copied were removed" in str(raised.value)
+        finally:
+            await other.close()
+        # Nothing is lost: the item found instead of the first is back, at the tail.
+        assert await listed_on_server(address, "RedisEngine") == [read[0][2], read[0][1]]
+
+
+async def test_a_server_that_refuses_the_connection_is_reported_in_one_line(
+    tmp_path: Path,
+) -> None:
+    async with postgres_queue() as address:
+        elsewhere = re.sub(r"/[^/]+/([^/]+)$", r"/no_such_database/\1", address)
+        line = failed(await command("info", elsewhere, cwd=tmp_path))
+        assert 'database "no_such_database" does not exist' in line

@@ -10,6 +10,10 @@ shows them, and must equal the transcript's lines exactly, but for:
 
 - the holder's process id, which differs on every run: ``process N`` in the page stands for
   whichever process holds ``busy.queue`` (the test checks that it is this one's id);
+- the addresses of the server queues, `SERVER_QUEUES`: a transcript that names one runs on
+  a queue of its own on the server the tests are given (REDIS_URL, POSTGRES_URL), set up
+  with the four items of ``jobs.queue`` and deleted afterwards. Its address stands for the
+  page's, in the commands and in what they print;
 - ``--help``, which the page abbreviates and whose wording ``argparse`` may change from one
   Python to the next: each line shown must be a whole line of the real help, in the same
   order, but lines may be left out. The width is set as the page was written, 80 columns
@@ -24,6 +28,7 @@ writes the very same bytes on 3.10 to 3.13. A command whose output is an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import os
@@ -41,7 +46,8 @@ import pytest
 from aiodiskqueue import Queue
 from aiodiskqueue.engines import DbmEngine
 
-from .test_cli import COMMANDS, ENVIRONMENT, TIMEOUT, damage, fill
+from .servers import postgres_queue, redis_queue
+from .test_cli import COMMANDS, ENVIRONMENT, TIMEOUT, damage, fill, put_on_server
 
 PAGE = Path(__file__).parent.parent / "docs" / "cli.rst"
 PROMPT = "$ "
@@ -55,6 +61,12 @@ JOBS: list[Any] = [
     datetime.date(2026, 1, 31),
 ]
 """The items of ``jobs.queue``, as the page lists them."""
+
+SERVER_QUEUES = {
+    "redis://127.0.0.1:6379/0/jobs": ("RedisEngine", redis_queue),
+    "postgresql://postgres@127.0.0.1:5432/test/jobs": ("PostgresEngine", postgres_queue),
+}
+"""The page's addresses of queues on servers, the engine of each, and where to make it."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,13 @@ class Command:
     @property
     def abbreviated(self) -> bool:
         return "--help" in self.argv or "-h" in self.argv
+
+    def on(self, addresses: dict[str, str]) -> Command:
+        """This command on the queues at `addresses` (the real one of each of the page's)."""
+        text = self.text
+        for page, real in addresses.items():
+            text = text.replace(page, shlex.quote(real))
+        return Command(self.line, text, self.output)
 
 
 @dataclass(frozen=True)
@@ -156,14 +175,26 @@ def test_the_transcripts_show_every_command() -> None:
 def test_a_transcript_prints_what_the_page_shows(tmp_path: Path, transcript: Transcript) -> None:
     set_up(tmp_path)
 
-    async def run_while_busy() -> list[subprocess.CompletedProcess[str]]:
-        busy = await asyncio.wait_for(Queue.create(tmp_path / "busy.queue"), TIMEOUT)
-        async with busy:
-            return [
-                await asyncio.to_thread(run, command, tmp_path) for command in transcript.commands
-            ]
+    named = [page for page in SERVER_QUEUES if any(page in c.text for c in transcript.commands)]
+    addresses: dict[str, str] = {}  # the page's address of each server queue: the real one
 
-    for command, result in zip(transcript.commands, asyncio.run(run_while_busy()), strict=True):
+    async def run_while_busy() -> list[subprocess.CompletedProcess[str]]:
+        async with contextlib.AsyncExitStack() as stack:
+            for page in named:
+                engine, make = SERVER_QUEUES[page]
+                addresses[page] = await stack.enter_async_context(make())
+                await put_on_server(addresses[page], engine, JOBS)
+            busy = await asyncio.wait_for(Queue.create(tmp_path / "busy.queue"), TIMEOUT)
+            async with busy:
+                return [
+                    await asyncio.to_thread(run, command.on(addresses), tmp_path)
+                    for command in transcript.commands
+                ]
+
+    results = asyncio.run(run_while_busy())
+    for command, result in zip(transcript.commands, results, strict=True):
+        for page, real in addresses.items():
+            result.stdout = result.stdout.replace(real, page)
         where = f"cli.rst:{command.line}: $ {command.text}"
         if command.abbreviated:
             missing = first_line_missing(command.output, result.stdout)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -348,9 +350,11 @@ def test_a_bad_address_raises_value_error(address: str) -> None:
         PostgresEngine(address)
 
 
-def test_repr_shows_the_queue_without_password_or_parameters() -> None:
+def test_repr_shows_the_address_with_stars_for_its_passwords() -> None:
     engine = PostgresEngine("postgresql://user:secret@db.example:5433/app/jobs?password=secret")
-    assert repr(engine) == "PostgresEngine('postgresql://user@db.example:5433/app/jobs')"
+    assert repr(engine) == (
+        "PostgresEngine('postgresql://user:***@db.example:5433/app/jobs?password=***')"
+    )
 
 
 async def test_query_parameters_of_the_address_reach_the_server(opened: Opener, name: str) -> None:
@@ -376,6 +380,67 @@ async def test_fsync_turns_synchronous_commit_on_where_it_is_off(
         assert await connection.fetchval("SHOW synchronous_commit") == expected
     said = [record for record in caplog.records if "synchronous_commit" in record.getMessage()]
     assert [record.levelno for record in said] == ([logging.INFO] if fsync else [])
+
+
+CLIENT_SIDE_FAILURES = {
+    "internal-client-error": asyncpg.InternalClientError("not connected"),
+    "protocol-error": asyncpg.ProtocolError("unexpected message"),
+}
+"""What asyncpg raises from its own side when a connection breaks in an unexpected state,
+as when the server is killed mid-operation."""
+
+
+@pytest.mark.parametrize("failure", list(CLIENT_SIDE_FAILURES))
+async def test_a_client_side_connection_failure_raises_queue_connection_error(
+    opened: Opener, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    engine = await opened()
+
+    async def broken(connection: asyncpg.Connection, *args: object, **kwargs: object) -> None:
+        raise CLIENT_SIDE_FAILURES[failure]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asyncpg.Connection, "fetchrow", broken)
+        for operation in (engine.put(b"item", 0), engine.get()):
+            with pytest.raises(QueueConnectionError, match="may or may not have committed"):
+                await within(operation)
+    assert await within(engine.put(b"after", 0))
+
+
+async def test_a_connection_closed_under_an_operation_raises_queue_connection_error(
+    opened: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await opened()
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def closed_first(connection: asyncpg.Connection, *args: object, **kwargs: object) -> Any:
+        connection.terminate()  # as a broken socket would, just before the statement
+        return await fetchrow(connection, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asyncpg.Connection, "fetchrow", closed_first)
+        with pytest.raises(QueueConnectionError, match="may or may not have committed"):
+            await within(engine.put(b"item", 0))
+    assert await within(engine.put(b"after", 0))
+    assert await within(engine.get()) == b"after"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "database", "reason"),
+    [
+        ("postgres", "no_such_database", 'database "no_such_database" does not exist'),
+        ("no_such_role", "test", 'role "no_such_role" does not exist'),
+    ],
+)
+async def test_a_connection_the_server_refuses_raises_queue_connection_error(
+    credentials: str, database: str, reason: str
+) -> None:
+    parts = urllib.parse.urlsplit(POSTGRES_URL)
+    server = parts._replace(netloc=f"{credentials}@{parts.hostname}:{parts.port or 5432}")
+    address = f"{urllib.parse.urlunsplit(server._replace(path=''))}/{database}/jobs"
+    for attempt in (PostgresEngine(address).exists(), PostgresEngine(address).open()):
+        with pytest.raises(QueueConnectionError, match=reason):
+            await within(attempt)
 
 
 async def test_opening_with_no_server_raises_queue_connection_error() -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar, cast
+from urllib.parse import quote
 
 import pytest
 import redis.asyncio
@@ -250,6 +251,53 @@ async def test_drop_deletes_every_key_of_the_queue(
     assert await server.keys(f"aiodiskqueue:{{{name_of(address)}}}*") == []
     assert engine.size() == 0
     assert await engine.get() is None
+
+
+@pytest.mark.parametrize(
+    ("dropped", "neighbours"),
+    [
+        ("*", ["-other", ""]),
+        ("?", ["s", "x"]),
+        ("-[ab]", ["-a", "-b"]),
+        ("", ["}x", "}:meta"]),
+        ("\\", ["", "}x"]),
+    ],
+    ids=["star", "question-mark", "brackets", "closing-brace", "backslash"],
+)
+async def test_drop_deletes_that_queue_only_whatever_glob_characters_its_name_holds(
+    engines: Opener, server: redis.asyncio.Redis, dropped: str, neighbours: list[str]
+) -> None:
+    # Every name starts alike, so that a glob made from the dropped name matches the others
+    # but no queue of another test.
+    stem = unique_name()
+    kept = {
+        stem + suffix: queue_address(REDIS_URL, quote(stem + suffix, safe=""))
+        for suffix in neighbours
+    }
+    address = queue_address(REDIS_URL, quote(stem + dropped, safe=""))
+    try:
+        for at in kept.values():
+            neighbour = await engines(at, OpenOptions(meta={"serializer": "pickle"}))
+            await neighbour.put(b"kept", 1)
+            await neighbour.wait_for_room(1, 0.01)  # notes its maxsize: all its kinds of key
+        engine = await engines(address, OpenOptions(meta={"serializer": "pickle"}))
+        await engine.put(b"dropped", 0)
+        await engine.drop()
+        for name in kept:
+            assert await held(REDIS_URL, name) == [b"kept"], name
+            assert (
+                await server.exists(
+                    f"aiodiskqueue:{{{name}}}:meta", f"aiodiskqueue:{{{name}}}:full"
+                )
+                == 2
+            )
+        assert await held(REDIS_URL, stem + dropped) == []
+    finally:
+        for at in kept.values():
+            engine = RedisEngine(at)
+            await engine.open()
+            await engine.drop()
+            await engine.close()
 
 
 # Waiting

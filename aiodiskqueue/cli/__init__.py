@@ -1,4 +1,4 @@
-"""The ``aiodiskqueue`` command: look into, export, import, migrate and empty queues.
+"""The ``aiodiskqueue`` command: look into, export, import, migrate, empty and delete queues.
 
 ``aiodiskqueue <command> --help`` describes each command; ``docs/cli.rst`` has examples.
 Exit status: 0 on success, 1 on a failure (reported in one line on standard error, and the
@@ -69,7 +69,8 @@ def _silence_stdout() -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
-        description="Look into, export, import, migrate and empty aiodiskqueue queues.",
+        description="Look into, export, import, migrate, empty and delete aiodiskqueue queues, "
+        "in files or on a Redis or PostgreSQL server.",
         epilog="Run 'aiodiskqueue COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_import(subcommands)
     _add_migrate(subcommands)
     _add_purge(subcommands)
+    _add_drop(subcommands)
     return parser
 
 
@@ -100,9 +102,19 @@ def _command(
     return command
 
 
+_ADDRESSES = (
+    "PATH may also be the address of a queue on a server, as given to Queue.create():\n"
+    "redis://HOST:PORT/DB/NAME (RedisEngine) or postgresql://USER@HOST:PORT/DATABASE/NAME\n"
+    "(PostgresEngine). A queue on a server is used as one more user of it: others may go\n"
+    "on using it meanwhile."
+)
+
+
 def _add_path(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "path", metavar="PATH", help="the queue's path, as given to Queue.create()"
+        "path",
+        metavar="PATH",
+        help="the queue's path or server address, as given to Queue.create()",
     )
 
 
@@ -113,7 +125,8 @@ def _add_info(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "Say what a queue is: its engine, items, bytes on disk and who has it open.",
         "The engine is told from the files. A queue open in another process is not opened:\n"
         "its holder is named (a process id, or SharedSqliteEngine queues sharing it) and its\n"
-        "items are counted only for the SQLite format, which can be read while others use it.",
+        "items are counted only for the SQLite format, which can be read while others use it.\n"
+        f"{_ADDRESSES}",
         "aiodiskqueue info jobs.queue",
     )
     _add_path(command)
@@ -127,7 +140,7 @@ def _add_peek(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "peek",
         "Print the first items of a queue, leaving them in it.",
         "Each item is printed with repr(), one per line, or with --json as the lines of\n"
-        f"'export'.\n{_PICKLE_NOTE}",
+        f"'export'.\n{_PICKLE_NOTE}\n{_ADDRESSES}",
         "aiodiskqueue peek jobs.queue -n 3",
     )
     _add_path(command)
@@ -147,7 +160,8 @@ def _add_export(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         'Each line is {"item": VALUE} for an item that JSON gives back unchanged (plain\n'
         'dicts, lists, strings, numbers, booleans, None), else {"serialized": BASE64,\n'
         "\"serializer\": NAME} with the bytes stored: 'import' restores either exactly.\n"
-        f"{_PICKLE_NOTE}",
+        f"{_PICKLE_NOTE}\n{_ADDRESSES} The items of a queue on a server are those it\n"
+        "held at one instant.",
         "aiodiskqueue export jobs.queue -o jobs.jsonl",
     )
     _add_path(command)
@@ -170,13 +184,17 @@ def _add_import(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "is imported. Then the items are appended in commits of up to 1000, each durable\n"
         "(flushed to the disk). A queue that does not exist is created. With --engine\n"
         "SharedSqliteEngine, a queue that SharedSqliteEngine queues in other processes have\n"
-        "open gets the items one at a time, as one more of them.",
+        "open gets the items one at a time, as one more of them, and so does a queue on a\n"
+        "server.\n"
+        f"{_ADDRESSES}",
         "aiodiskqueue import jobs.queue jobs.jsonl",
     )
     _add_path(command)
     command.add_argument("file", metavar="FILE", help="an export file; - for standard input")
     _add_engine(
-        command, "the engine of a new queue (default: DbmEngine; one that exists keeps its own)"
+        command,
+        "the engine of a new queue (default: DbmEngine; one that exists keeps its own, and a "
+        "server address names its own)",
     )
     command.add_argument(
         "--serializer",
@@ -193,13 +211,14 @@ def _add_migrate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser
         "Copy a queue to another engine, in order; with --move, then empty the source.",
         "DST is created with SRC's serializer. A DST that holds items is refused unless\n"
         "--append is given. With --move, SRC is emptied in one commit once DST holds every\n"
-        "item; without it, SRC is left as it is. DST is written as 'import' writes. SRC is\n"
-        "a local queue that no other process has open; DST may be a server\n"
-        "address for RedisEngine (redis://HOST:PORT/DB/NAME) or PostgresEngine\n"
-        "(postgresql://USER@HOST:PORT/DATABASE/NAME).",
+        "item; without it, SRC is left as it is. DST is written as 'import' writes.\n"
+        "SRC and DST may be server addresses: redis://HOST:PORT/DB/NAME (RedisEngine) or\n"
+        "postgresql://USER@HOST:PORT/DATABASE/NAME (PostgresEngine). A SRC on a server is\n"
+        "copied as it stood at one instant; with --move, the items copied are then got from\n"
+        "it one by one, stopping if other users changed it meanwhile.",
         "aiodiskqueue migrate jobs.queue jobs.sqlite --engine SharedSqliteEngine --move",
     )
-    command.add_argument("src", metavar="SRC", help="the queue to copy")
+    command.add_argument("src", metavar="SRC", help="the queue to copy: a path or an address")
     command.add_argument("dst", metavar="DST", help="the queue to copy to: a path or an address")
     _add_engine(command, "DST's engine", required=True)
     command.add_argument("--move", action="store_true", help="empty SRC once DST has its items")
@@ -215,12 +234,29 @@ def _add_purge(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "purge",
         "Remove every item of a queue.",
         "The items are removed in one atomic commit, flushed to the disk. Without --yes\n"
-        "nothing is done.",
+        f"nothing is done.\n{_ADDRESSES}",
         "aiodiskqueue purge jobs.queue --yes",
     )
     _add_path(command)
     command.add_argument("--yes", action="store_true", help="do remove them")
     command.set_defaults(run=commands.purge)
+
+
+def _add_drop(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = _command(
+        subcommands,
+        "drop",
+        "Delete a queue: its files, or all that its server keeps of it.",
+        "A local queue's files are deleted while its lock is held: a queue that another\n"
+        "process has open is refused. A queue on a server is deleted with its items and its\n"
+        "meta (such as its serializer); its other users see an empty queue (RedisEngine), or\n"
+        f"fail until it is opened again (PostgresEngine). Without --yes nothing is done.\n"
+        f"{_ADDRESSES}",
+        "aiodiskqueue drop jobs.queue --yes",
+    )
+    _add_path(command)
+    command.add_argument("--yes", action="store_true", help="do delete it")
+    command.set_defaults(run=commands.drop)
 
 
 def _add_raw(command: argparse.ArgumentParser) -> None:

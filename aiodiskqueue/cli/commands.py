@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from ..engines import StorageEngine
 from ..engines.detect import QueueFiles
+from ..engines.shared import redacted
 from ..exceptions import AioDiskQueueError
 from .lines import DEFAULT_SERIALIZER, BadLine, ItemCodec
 from .progress import Progress
@@ -30,15 +30,19 @@ from .stores import (
     PAGE,
     CliError,
     Locked,
+    Source,
     Target,
+    delete_files,
+    drop_server_queue,
     find,
+    is_address,
     opened,
-    pages,
+    reading,
     same_queue,
     target,
 )
 
-__all__ = ["export", "import_", "info", "migrate", "peek", "purge"]
+__all__ = ["drop", "export", "import_", "info", "migrate", "peek", "purge"]
 
 
 # info
@@ -55,9 +59,44 @@ class _Facts:
 
 def info(args: argparse.Namespace) -> int:
     """Print what the queue at `args.path` is: engine, items, bytes, who has it open."""
+    if is_address(args.path):
+        server_facts = asyncio.run(_server_facts(args.path))
+        print(json.dumps(server_facts) if args.json else _server_facts_text(server_facts))
+        return 0
     facts = asyncio.run(_facts(find(args.path)))
     print(json.dumps(_facts_json(facts)) if args.json else _facts_text(facts))
     return 0
+
+
+async def _server_facts(address: str) -> dict[str, Any]:
+    """The facts of the queue at a server `address`, with the keys of `_facts_json` (those
+    about files and processes are None: a server queue has none that can be known)."""
+    async with reading(address) as source:
+        return {
+            "path": source.name,
+            "engines": list(source.engine_names),
+            "dbm_backend": None,
+            "serializer": source.meta.get("serializer", DEFAULT_SERIALIZER),
+            "items": source.size,
+            "bytes": None,
+            "files": [],
+            "open_elsewhere": None,
+            "owner_process": None,
+        }
+
+
+def _server_facts_text(facts: Mapping[str, Any]) -> str:
+    lines = [
+        ("address", facts["path"]),
+        ("engine", facts["engines"][0]),
+        ("serializer", facts["serializer"]),
+        ("items", str(facts["items"])),
+    ]
+    return _labelled(lines)
+
+
+def _labelled(lines: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(f"{label + ':':<25}{value}" for label, value in lines)
 
 
 async def _facts(found: QueueFiles) -> _Facts:
@@ -107,7 +146,7 @@ def _facts_text(facts: _Facts) -> str:
         ("bytes on disk", f"{found.size} ({names})"),
         ("open by another process", elsewhere),
     ]
-    return "\n".join(f"{label + ':':<25}{value}" for label, value in lines)
+    return _labelled(lines)
 
 
 def _facts_json(facts: _Facts) -> dict[str, Any]:
@@ -130,21 +169,17 @@ def _facts_json(facts: _Facts) -> dict[str, Any]:
 
 def peek(args: argparse.Namespace) -> int:
     """Print the first `args.n` items of the queue, leaving them in it."""
-    found = find(args.path)
-    asyncio.run(_peek(found, args.n, args.json, args.raw, sys.stdout))
+    asyncio.run(_peek(args.path, args.n, args.json, args.raw, sys.stdout))
     return 0
 
 
-async def _peek(found: QueueFiles, count: int, as_json: bool, raw: bool, out: TextIO) -> None:
-    async with opened(found) as queue:
-        codec = ItemCodec.of(queue.stored.meta, raw=raw)
-        left = count
-        async for records in pages(queue.engine, min(PAGE, count)):
-            for record in records[:left]:
-                out.write((codec.line if as_json else codec.text)(record.data) + "\n")
-            left -= len(records)
-            if left <= 0:
-                break
+async def _peek(place: str, count: int, as_json: bool, raw: bool, out: TextIO) -> None:
+    async with reading(place) as source:
+        codec = ItemCodec.of(source.meta, raw=raw)
+        show = codec.line if as_json else codec.text
+        async with contextlib.aclosing(source.batches(count)) as batches:
+            async for batch in batches:
+                out.write("".join(show(data) + "\n" for data in batch))
 
 
 # export
@@ -152,19 +187,21 @@ async def _peek(found: QueueFiles, count: int, as_json: bool, raw: bool, out: Te
 
 def export(args: argparse.Namespace) -> int:
     """Write every item of the queue as a JSON line to `args.output` (or stdout)."""
-    found = find(args.path)
+    if not is_address(args.path):
+        find(args.path)  # before an output file is made
     with _output(args.output) as (out, on_terminal):
-        asyncio.run(_export(found, out, args.raw, shown=not on_terminal))
+        asyncio.run(_export(args.path, out, args.raw, shown=not on_terminal))
     return 0
 
 
-async def _export(found: QueueFiles, out: TextIO, raw: bool, *, shown: bool) -> None:
-    async with opened(found) as queue:
-        codec = ItemCodec.of(queue.stored.meta, raw=raw)
-        with Progress("export", queue.stored.size, sys.stderr, shown=shown) as progress:
-            async for records in pages(queue.engine):
-                out.write("".join(codec.line(record.data) + "\n" for record in records))
-                progress.advance(len(records))
+async def _export(place: str, out: TextIO, raw: bool, *, shown: bool) -> None:
+    async with reading(place) as source:
+        codec = ItemCodec.of(source.meta, raw=raw)
+        with Progress("export", source.size, sys.stderr, shown=shown) as progress:
+            async with contextlib.aclosing(source.batches()) as batches:
+                async for batch in batches:
+                    out.write("".join(codec.line(data) + "\n" for data in batch))
+                    progress.advance(len(batch))
 
 
 @contextlib.contextmanager
@@ -193,7 +230,7 @@ def import_(args: argparse.Namespace) -> int:
     destination = target(args.path, args.engine, args.dbm_backend)
     with _input(args.file) as source:
         count = asyncio.run(_import(destination, source, args.file, args.serializer))
-    print(f"imported {count} item(s) into {args.path}")
+    print(f"imported {count} item(s) into {redacted(args.path)}")
     return 0
 
 
@@ -203,7 +240,9 @@ async def _import(destination: Target, source: BinaryIO, name: str, serializer: 
     A bad line changes nothing: the queue is created, or appended to, only once the whole
     file has been checked.
     """
+    wanted = serializer
     opened_now = False
+    await destination.resolve()
     try:
         if destination.exists:
             await destination.open({})
@@ -216,8 +255,8 @@ async def _import(destination: Target, source: BinaryIO, name: str, serializer: 
             await destination.open({"serializer": serializer})
             opened_now = True
             stored_as = destination.meta.get("serializer", serializer)
-            if stored_as != serializer:  # a server queue that existed after all
-                serializer = _serializer_of(destination, None)
+            if stored_as != serializer:  # a server queue made meanwhile, by another user
+                serializer = _serializer_of(destination, wanted)
                 count = _check(source, name, ItemCodec(serializer))
         codec = ItemCodec(serializer)
         source.seek(0)
@@ -312,30 +351,32 @@ async def _batches(items: Iterator[bytes]) -> AsyncIterator[list[bytes]]:
 def migrate(args: argparse.Namespace) -> int:
     """Copy, or with `args.move` move, every item of `args.src` to `args.dst`, in order."""
     if same_queue(args.src, args.dst):
-        raise CliError(f"{args.src} and {args.dst} are the same queue")
-    found = find(args.src)
+        raise CliError(f"{redacted(args.src)} and {redacted(args.dst)} are the same queue")
+    if not is_address(args.src):
+        find(args.src)  # before the destination is looked at
     destination = target(args.dst, args.engine, args.dbm_backend)
-    count = asyncio.run(_migrate(found, destination, move=args.move, append=args.append))
+    count = asyncio.run(_migrate(args.src, destination, move=args.move, append=args.append))
     verb = "moved" if args.move else "copied"
-    print(f"{verb} {count} item(s) from {args.src} to {args.dst}")
+    print(f"{verb} {count} item(s) from {redacted(args.src)} to {redacted(args.dst)}")
     return 0
 
 
-async def _migrate(found: QueueFiles, destination: Target, *, move: bool, append: bool) -> int:
-    """Copy the queue `found` to `destination`; with `move`, then empty it in one commit."""
-    async with opened(found, fsync=move) as source:
-        total = source.stored.size
-        await destination.open({} if destination.exists else source.stored.meta)
+async def _migrate(place: str, destination: Target, *, move: bool, append: bool) -> int:
+    """Copy the queue at `place` to `destination`; with `move`, then remove the items copied."""
+    async with reading(place, fsync=move) as source:
+        total = source.size
+        await destination.resolve()
+        await destination.open({} if destination.exists else source.meta)
         try:
-            _check_destination(destination, source.stored.meta, append)
-            keys: list[int] = []
+            _check_destination(destination, source.meta, append)
             with Progress("migrate", total, sys.stderr) as progress:
-                await _append(destination, _copies(source.engine, keys), total, progress)
+                copies = _copies(source, remember=move)
+                copied = await _append(destination, copies, total, progress)
         finally:
             await destination.close()
-        if move and keys:
-            await source.engine.commit((), keys)  # only once the destination holds every item
-    return len(keys)
+        if move and copied:
+            await source.remove_read()  # only once the destination holds every item
+    return copied
 
 
 def _check_destination(destination: Target, meta: Mapping[str, str], append: bool) -> None:
@@ -348,11 +389,11 @@ def _check_destination(destination: Target, meta: Mapping[str, str], append: boo
         )
 
 
-async def _copies(engine: StorageEngine, keys: list[int]) -> AsyncIterator[list[bytes]]:
-    """Yield the items of the open `engine` a page at a time, adding their keys to `keys`."""
-    async for records in pages(engine):
-        keys.extend(record.key for record in records)
-        yield [record.data for record in records]
+async def _copies(source: Source, *, remember: bool) -> AsyncIterator[list[bytes]]:
+    """Yield every item of `source` a page at a time (remembering them, to remove them)."""
+    async with contextlib.aclosing(source.batches(remember=remember)) as batches:
+        async for batch in batches:
+            yield batch
 
 
 # purge
@@ -360,16 +401,31 @@ async def _copies(engine: StorageEngine, keys: list[int]) -> AsyncIterator[list[
 
 def purge(args: argparse.Namespace) -> int:
     """Remove every item of the queue at `args.path`, in one atomic commit."""
+    shown = redacted(args.path)
     if not args.yes:
-        raise CliError(f"purge removes every item of {args.path}: add --yes to do it")
-    count = asyncio.run(_purge(find(args.path)))
-    print(f"removed {count} item(s) from {args.path}")
+        raise CliError(f"purge removes every item of {shown}: add --yes to do it")
+    count = asyncio.run(_purge(args.path))
+    print(f"removed {count} item(s) from {shown}")
     return 0
 
 
-async def _purge(found: QueueFiles) -> int:
-    async with opened(found, fsync=True) as queue:
-        keys = [record.key async for records in pages(queue.engine) for record in records]
-        if keys:
-            await queue.engine.commit((), keys)
-    return len(keys)
+async def _purge(place: str) -> int:
+    async with reading(place, fsync=True) as source:
+        return await source.purge()
+
+
+# drop
+
+
+def drop(args: argparse.Namespace) -> int:
+    """Delete the queue at `args.path`: its files, or all that its server keeps of it."""
+    shown = redacted(args.path)
+    if not args.yes:
+        raise CliError(f"drop deletes the queue {shown} and its items: add --yes to do it")
+    if is_address(args.path):
+        count = asyncio.run(drop_server_queue(args.path))
+        print(f"dropped {shown}, which held {count} item(s)")
+    else:
+        deleted = delete_files(find(args.path))
+        print(f"dropped {shown}: deleted {', '.join(file.name for file in deleted)}")
+    return 0

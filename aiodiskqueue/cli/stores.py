@@ -1,19 +1,29 @@
-"""How the commands open queues: to read without changing anything, and to append to.
+"""How the commands open queues: to read without changing anything, to empty, and to
+append to.
 
 A local queue is always opened with the single-owner engine of its format (see
 `engines.detect`), which holds its lock for as long as the command runs, so no other
 process changes it meanwhile, and with ``on_corruption="raise"``, so a damaged queue is
 reported and never recovered (recovery writes backups and rewrites files). Reading goes
 through `StorageEngine.read` a page at a time, so memory does not grow with the queue.
+
+A queue on a server (its address has a scheme: ``redis://``, ``postgresql://``...) is opened
+with the engine its scheme names, as one more user of the queue: other users may go on
+putting and getting meanwhile. It is looked for first (`SharedStorageEngine.exists`), so that
+a command that reads a queue never creates one, and read with `SharedStorageEngine.items`,
+which takes nothing from the queue's users. Addresses are shown with their passwords hidden
+(`redacted`).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import importlib
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,7 +40,8 @@ from ..engines import (
     Stored,
 )
 from ..engines.detect import QueueFiles, detect
-from ..engines.locking import recorded_owner
+from ..engines.locking import QueueLock, recorded_owner
+from ..engines.shared import redacted
 from ..exceptions import QueueCorruptedError, QueueLockedError
 
 __all__ = [
@@ -39,13 +50,18 @@ __all__ = [
     "CliError",
     "Locked",
     "Opened",
+    "Source",
     "Target",
+    "delete_files",
+    "drop_server_queue",
     "find",
     "is_address",
     "open_engine",
     "opened",
     "pages",
+    "reading",
     "same_queue",
+    "server_engine",
     "target",
 ]
 
@@ -62,6 +78,14 @@ ENGINE_NAMES = (
 )
 """The engines a command can name, as `aiodiskqueue.engines` calls them."""
 _SERVER_ENGINES = ("RedisEngine", "PostgresEngine")
+_SCHEMES = {
+    "redis": "RedisEngine",
+    "rediss": "RedisEngine",
+    "unix": "RedisEngine",
+    "postgresql": "PostgresEngine",
+    "postgres": "PostgresEngine",
+}
+"""The engine of a queue on a server, by the scheme of its address."""
 _LOCAL_ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     "DbmEngine": DbmEngine,
     "SqliteEngine": SqliteEngine,
@@ -93,15 +117,26 @@ def is_address(text: str) -> bool:
 
 def find(path: str) -> QueueFiles:
     """Return the local queue at `path`; raise `CliError` if there is none."""
-    if is_address(path):
-        raise CliError(
-            f"{path} is on a server: only import and migrate (as the destination) "
-            "work with server queues"
-        )
     try:
         return detect(path)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+
+
+def server_engine(address: str, named: str | None = None) -> SharedStorageEngine:
+    """The engine, not yet open, of the queue at the server `address`, as its scheme says.
+
+    `named` is the engine the command line names, if it does: it must be that one.
+    """
+    scheme = urllib.parse.urlsplit(address).scheme
+    engine = _SCHEMES.get(scheme)
+    if engine is None:
+        schemes = ", ".join(f"{name}://" for name in _SCHEMES)
+        raise CliError(f"{redacted(address)} is not a queue address: it starts with {schemes}")
+    if named is not None and named != engine:
+        raise CliError(f"{redacted(address)} is a queue of {engine}, not of {named}")
+    cls: type[SharedStorageEngine] = getattr(engines, engine)  # ImportError if its extra
+    return cls(address)  # is missing, ValueError for a malformed address: reported as such
 
 
 async def open_engine(engine: StorageEngine, options: OpenOptions) -> Stored:
@@ -144,6 +179,191 @@ async def pages(engine: StorageEngine, size: int = PAGE) -> AsyncIterator[list[R
         after = records[-1].key
 
 
+# Reading
+
+
+class Source(abc.ABC):
+    """An open queue that a command reads, and may empty: what it is, and its items."""
+
+    name: str
+    """The queue's path or address, as it may be shown."""
+    engine_names: tuple[str, ...]
+    meta: Mapping[str, str]
+    size: int
+    """The number of items it held when opened."""
+
+    @abc.abstractmethod
+    def batches(
+        self, limit: int | None = None, *, remember: bool = False
+    ) -> AsyncGenerator[list[bytes], None]:
+        """Yield the items from the head, `PAGE` at a time, `limit` in all (every one if
+        None), removing none. With `remember`, keep what `remove_read` needs. Close the
+        generator (`contextlib.aclosing`) if stopping before its end."""
+
+    @abc.abstractmethod
+    async def remove_read(self) -> None:
+        """Remove the items that the last `batches(remember=True)` yielded."""
+
+    @abc.abstractmethod
+    async def purge(self) -> int:
+        """Remove every item in one atomic step, durably; return how many were removed."""
+
+
+class _LocalSource(Source):
+    """A local queue, held by its single-owner engine: nobody else changes it meanwhile."""
+
+    def __init__(self, found: QueueFiles, queue: Opened) -> None:
+        self.name = str(found.path)
+        self.engine_names = found.engine_names
+        self.meta, self.size = queue.stored.meta, queue.stored.size
+        self._engine = queue.engine
+        self._read: list[int] = []  # the keys of the items read with `remember`
+
+    async def batches(
+        self, limit: int | None = None, *, remember: bool = False
+    ) -> AsyncGenerator[list[bytes], None]:
+        self._read = []
+        left = limit
+        async for records in pages(self._engine, PAGE if left is None else min(PAGE, left)):
+            records = records if left is None else records[:left]
+            if remember:
+                self._read.extend(record.key for record in records)
+            yield [record.data for record in records]
+            if left is not None:
+                left -= len(records)
+                if left <= 0:
+                    return
+
+    async def remove_read(self) -> None:
+        if self._read:
+            await self._engine.commit((), self._read)
+
+    async def purge(self) -> int:
+        keys = [record.key async for records in pages(self._engine) for record in records]
+        if keys:
+            await self._engine.commit((), keys)
+        return len(keys)
+
+
+class _ServerSource(Source):
+    """A queue on a server, read as one more user of it: others may use it meanwhile."""
+
+    def __init__(self, engine: SharedStorageEngine, meta: Mapping[str, str]) -> None:
+        self.name = redacted(engine.address)
+        self.engine_names = (type(engine).__name__,)
+        self.meta, self.size = meta, engine.size()
+        self._engine = engine
+        self._read: list[bytes] = []  # the digests of the items read with `remember`
+
+    async def batches(
+        self, limit: int | None = None, *, remember: bool = False
+    ) -> AsyncGenerator[list[bytes], None]:
+        self._read = []
+        async with contextlib.aclosing(self._engine.items(limit)) as items:
+            batch: list[bytes] = []
+            async for data in items:
+                batch.append(data)
+                if remember:
+                    self._read.append(_digest(data))
+                if len(batch) == PAGE:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+    async def remove_read(self) -> None:
+        """Get the items read, one by one from the head, as any getter does; stop at the
+        first one that is not the next item read (other users changed the queue), putting
+        it back at the tail."""
+        for done, expected in enumerate(self._read):
+            data = await self._engine.get()
+            if data is not None and _digest(data) == expected:
+                continue
+            found = "no item" if data is None else "another item"
+            if data is not None:
+                await self._engine.put(data, 0)
+            raise CliError(
+                f"{self.name} changed while its items were moved: the next item to remove "
+                f"was {found}{' (put back at the tail)' if data is not None else ''}; "
+                f"{done} of the {len(self._read)} item(s) copied were removed from it"
+            )
+
+    async def purge(self) -> int:
+        return await self._engine.purge()
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@contextlib.asynccontextmanager
+async def reading(place: str, *, fsync: bool = False) -> AsyncIterator[Source]:
+    """Open the queue at `place`, a path or a server address, to read (and maybe empty);
+    close it when the block ends. A queue that does not exist is reported, never created.
+
+    Pass `fsync` to make changes survive a power loss.
+    """
+    if not is_address(place):
+        found = find(place)
+        async with opened(found, fsync=fsync) as queue:
+            yield _LocalSource(found, queue)
+        return
+    async with _server_queue_opened(place, fsync) as (engine, meta):
+        yield _ServerSource(engine, meta)
+
+
+async def drop_server_queue(address: str) -> int:
+    """Delete the queue at the server `address`; return how many items it held."""
+    async with _server_queue_opened(address, fsync=True) as (engine, _):
+        held = engine.size()
+        await engine.drop()
+    return held
+
+
+@contextlib.asynccontextmanager
+async def _server_queue_opened(
+    address: str, fsync: bool
+) -> AsyncIterator[tuple[SharedStorageEngine, Mapping[str, str]]]:
+    """The engine of the queue at `address`, open, and the queue's meta; `CliError` if there
+    is no queue there (opening would create one)."""
+    engine = server_engine(address)
+    if not await engine.exists():
+        raise CliError(f"no queue at {redacted(address)}")
+    meta = await engine.open(OpenOptions(fsync=fsync))
+    try:
+        yield engine, meta
+    finally:
+        await engine.close()
+
+
+def delete_files(found: QueueFiles) -> list[Path]:
+    """Delete the files of the local queue `found`; return those it deleted.
+
+    The queue's lock is held meanwhile, so a queue that another process has open is refused
+    (`Locked`) and none opens it until its files are gone. The main file goes last, so that
+    a log left behind never meets a new database at the same path. The lock file stays, as
+    engines leave it: removing it would race with a process opening the queue.
+    """
+    lock = QueueLock(found.path)
+    try:
+        lock.acquire()
+    except QueueLockedError:
+        raise Locked(found.path, recorded_owner(found.path)) from None
+    try:
+        files = list(detect(found.path).files)  # as they are now that nobody has them open
+        if found.backend == "dbm.dumb":  # its copy of the index, from its last commit
+            files.append(Path(f"{found.path}.bak"))
+        files.sort(key=lambda file: file == found.path)
+        deleted = []
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                file.unlink()
+                deleted.append(file)
+        return deleted
+    finally:
+        lock.release()
+
+
 # Appending
 
 
@@ -160,6 +380,9 @@ class Target(abc.ABC):
         self.name = name
         self.exists = exists
         """True if the queue is known to exist, False if it will be created, None if unknown."""
+
+    async def resolve(self) -> None:  # noqa: B027 - most targets know without asking
+        """Find out whether the queue exists, where that takes asking its store."""
 
     @abc.abstractmethod
     async def open(self, meta: Mapping[str, str]) -> None:
@@ -203,6 +426,10 @@ class _SharedTarget(Target):
     def __init__(self, engine: SharedStorageEngine, name: str, exists: bool | None) -> None:
         super().__init__(name, exists)
         self._engine = engine
+
+    async def resolve(self) -> None:
+        if self.exists is None:
+            self.exists = await self._engine.exists()
 
     async def open(self, meta: Mapping[str, str]) -> None:
         options = OpenOptions(fsync=True, on_corruption="raise", meta=meta)
@@ -262,7 +489,7 @@ def target(place: str, engine: str | None, backend: str | None = None) -> Target
     if backend is not None and engine not in (None, "DbmEngine"):
         raise CliError("--dbm-backend is for DbmEngine queues only")
     if is_address(place):
-        return _server_target(place, engine)
+        return _SharedTarget(server_engine(place, engine), redacted(place), exists=None)
     if engine in _SERVER_ENGINES:
         raise CliError(f"{engine} needs the address of a queue on its server, not {place!r}")
     path = Path(place)
@@ -295,17 +522,20 @@ def _new_local_target(path: Path, engine: str, backend: str | None) -> Target:
     return _LocalTarget(_LOCAL_ENGINES[engine](path), exists=False)
 
 
-def _server_target(address: str, engine: str | None) -> Target:
-    if engine not in _SERVER_ENGINES:
-        raise CliError(
-            f"{address} is a server address: name RedisEngine or PostgresEngine with --engine"
-        )
-    cls = getattr(engines, engine)  # ImportError if its extra is missing: reported as such
-    return _SharedTarget(cls(address), address, exists=None)
-
-
 def same_queue(first: str, second: str) -> bool:
-    """True if the two places name the same local queue."""
-    if is_address(first) or is_address(second):
-        return first == second
+    """True if the two places name the same queue: the same local files, or the same queue
+    on the same server, however the addresses give the user, password and options."""
+    if is_address(first) != is_address(second):
+        return False
+    if is_address(first):
+        return _server_queue(first) == _server_queue(second)
     return os.path.realpath(first) == os.path.realpath(second)
+
+
+def _server_queue(address: str) -> tuple[str | None, str | None, int | None, str]:
+    parts = urllib.parse.urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return _SCHEMES.get(parts.scheme), parts.hostname, port, urllib.parse.unquote(parts.path)

@@ -66,14 +66,14 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from ..exceptions import QueueConnectionError
 from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import KnownSize, SharedStorageEngine
+from .shared import KnownSize, SharedStorageEngine, redacted
 
 __all__ = ["PostgresEngine"]
 
@@ -85,6 +85,9 @@ POOL_SIZE = 10
 CLOSE_TIMEOUT = 10.0
 """Seconds `close()` waits for the server to acknowledge before dropping a connection."""
 
+READ_PAGE = 1000
+"""Rows `items()` fetches per round trip."""
+
 _SCHEMES = ("postgresql", "postgres")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,50}")  # "aiodiskqueue_" + name fits in 63 bytes
 _PREFIX = "aiodiskqueue_"
@@ -93,6 +96,8 @@ _CREATION_LOCK = 0x6169_6F64_7175_6575  # "aiodqueu": the advisory lock around c
 
 # Errors that mean the server could not be reached or the connection broke. Timeouts come
 # from connecting: a caller's own timeout reaches the engine as a cancellation instead.
+# InternalClientError (and its ProtocolError) is asyncpg's own side finding the connection in
+# a state it did not expect, as when the server dies in the middle of an exchange.
 _CONNECTION_ERRORS = (
     OSError,
     asyncio.TimeoutError,
@@ -101,7 +106,28 @@ _CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError,
 )
+
+# What making a connection raises besides: the server refusing it (no such database or role,
+# a wrong password, too many connections...), which is as final for the operation.
+_CONNECT_ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError)
+
+
+def _lost(exc: BaseException, connection: Any) -> bool:
+    """Whether `exc`, raised by an operation on `connection`, means the connection broke.
+
+    asyncpg raises InterfaceError for a connection that closed under the operation, and for
+    misuse too (two operations at once on one connection): only the first is a lost one.
+    """
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    if not isinstance(exc, asyncpg.InterfaceError):
+        return False
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:  # the pool detaches a connection that closed from its proxy
+        return True
 
 
 def _quote(identifier: str) -> str:
@@ -122,6 +148,7 @@ class PostgresEngine(SharedStorageEngine):
         self._channel = _PREFIX + self.name
         self._put_sql = _PUT.format(table=table, queues=_QUEUES)
         self._get_sql = _GET.format(table=table, queues=_QUEUES)
+        self._purge_sql = _PURGE.format(table=table, queues=_QUEUES)
         self._table = table
         self._pool: Any = None
         self._listener: Any = None
@@ -133,9 +160,6 @@ class PostgresEngine(SharedStorageEngine):
         # The version at which a get found nothing to take (the rows it counts were held
         # by getters that had not committed yet): waits for items wait past it.
         self._empty_at = -1
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.server + '/' + self.name!r})"
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
         self._fsync = options.fsync
@@ -235,13 +259,15 @@ class PostgresEngine(SharedStorageEngine):
         pool = self._running()
         try:
             connection = await pool.acquire()
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECT_ERRORS as exc:
             raise QueueConnectionError(
                 f"cannot reach {self.server}: {exc}; nothing was changed"
             ) from exc
         try:
             yield connection
-        except _CONNECTION_ERRORS as exc:
+        except Exception as exc:
+            if not _lost(exc, connection):
+                raise
             in_doubt = (
                 f"; the server may or may not have committed it (if it did, {if_committed})"
                 if if_committed
@@ -271,6 +297,56 @@ class PostgresEngine(SharedStorageEngine):
 
     def size(self) -> int:
         return int(self._known)
+
+    async def exists(self) -> bool:
+        """Whether the database holds the queue's table; the engine must not be open."""
+        try:
+            connection = await asyncpg.connect(self._dsn)
+        except _CONNECT_ERRORS as exc:
+            raise QueueConnectionError(f"cannot reach {self.server}: {exc}") from exc
+        try:
+            found: bool = await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", self._table
+            )
+        except Exception as exc:
+            if _lost(exc, connection):
+                raise QueueConnectionError(
+                    f"lost the connection to {self.server} while looking for queue "
+                    f"{self.name!r}: {exc}"
+                ) from exc
+            raise
+        finally:
+            try:
+                await connection.close(timeout=CLOSE_TIMEOUT)
+            except (*_CONNECTION_ERRORS, asyncpg.InterfaceError):
+                connection.terminate()
+        return found
+
+    async def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Yield up to `limit` items (all if None) from the head, removing none.
+
+        They are read `READ_PAGE` at a time, in one read-only transaction that sees the
+        queue as it was when the transaction began (repeatable read), which holds one
+        connection of the pool until the iterator ends or is closed.
+        """
+        query = f"SELECT data FROM {self._table} ORDER BY id LIMIT $1"
+        reading = self._connection(f"reading queue {self.name!r}")
+        async with (
+            reading as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = None if limit is None else max(limit, 0)  # LIMIT NULL: every row
+            async for row in connection.cursor(query, rows, prefetch=READ_PAGE):
+                yield row["data"]
+
+    async def purge(self) -> int:
+        """Remove every item in one transaction, waking waiters; return how many."""
+        row = await self._run(
+            "removing every item", "the queue was emptied", self._purge_sql, self.name
+        )
+        self._known.heard(row["size"], row["changes"])
+        removed: int = row["removed"]
+        return removed
 
     async def drop(self) -> None:
         """Delete the queue from the database: its table and its row, in one transaction.
@@ -326,7 +402,7 @@ class PostgresEngine(SharedStorageEngine):
         sent before LISTEN took effect are lost, but their changes are in the row."""
         try:
             listener = await asyncpg.connect(self._dsn)
-        except _CONNECTION_ERRORS as exc:
+        except _CONNECT_ERRORS as exc:
             raise QueueConnectionError(
                 f"cannot reach {self.server} to wait for changes: {exc}"
             ) from exc
@@ -335,9 +411,10 @@ class PostgresEngine(SharedStorageEngine):
             await listener.add_listener(self._channel, self._on_notification)
             row = await listener.fetchrow(_STATE, self.name)
         except BaseException as exc:
+            lost = _lost(exc, listener)
             listener.remove_termination_listener(self._on_listener_lost)
             listener.terminate()
-            if isinstance(exc, _CONNECTION_ERRORS):
+            if lost:
                 raise QueueConnectionError(
                     f"lost the connection to {self.server} while listening: {exc}"
                 ) from exc
@@ -370,7 +447,7 @@ async def _keep_session(connection: Any) -> None:
 
 def _parse(address: str) -> tuple[str, str, str]:
     """Split an address into the database's URL, the queue's name, and the server's URL
-    without password or parameters (for messages)."""
+    without parameters and with its password hidden (for messages)."""
     parts = urllib.parse.urlsplit(address)
     if parts.scheme not in _SCHEMES:
         raise ValueError(
@@ -390,9 +467,7 @@ def _parse(address: str) -> tuple[str, str, str]:
             "digits, '_' or '-'"
         )
     dsn = urllib.parse.urlunsplit((parts.scheme, parts.netloc, database, parts.query, ""))
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    server = f"{parts.scheme}://{user}{at}{hostport}{database}"
+    server = redacted(urllib.parse.urlunsplit((parts.scheme, parts.netloc, database, "", "")))
     return dsn, name, server
 
 
@@ -436,6 +511,20 @@ SELECT true AS stored, changes, size FROM notified
 UNION ALL
 SELECT false, changes, size FROM {queues}
 WHERE name = $1 AND NOT EXISTS (SELECT FROM counted)
+"""
+# $1 the queue's name, $2 the channel. Rows that getters hold are deleted once they let go
+# of them (if they did not take them), and `size` is updated from the row as they left it.
+_PURGE = """
+WITH taken AS (
+    DELETE FROM {table} RETURNING id
+), counted AS (
+    UPDATE {queues} SET size = size - (SELECT count(*) FROM taken), changes = changes + 1
+    WHERE name = $1
+    RETURNING changes, size
+), notified AS (
+    SELECT changes, size, pg_notify($2, changes || ' ' || size) FROM counted
+)
+SELECT (SELECT count(*) FROM taken) AS removed, changes, size FROM notified
 """
 # $1 the queue's name, $2 the channel. The second branch reads the row when there was no
 # item to take.

@@ -67,8 +67,8 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, NoReturn, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis.asyncio
@@ -79,7 +79,7 @@ from redis.backoff import NoBackoff
 
 from ..exceptions import QueueConnectionError
 from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import SharedStorageEngine
+from .shared import SharedStorageEngine, redacted
 
 __all__ = ["RedisEngine"]
 
@@ -101,22 +101,45 @@ end
 return {1, redis.call('RPUSH', KEYS[1], ARGV[1])}
 """
 
-# KEYS: the list, the set of full maxsizes. Returns {new length, item}, or {length} if empty.
-# The room tokens' names are made here, from the list's: they share its hash tag.
-_GET = """
-local item = redis.call('LPOP', KEYS[1])
-local length = redis.call('LLEN', KEYS[1])
-if not item then
-    return {length}
-end
+# Part of a script with KEYS[1] the list and KEYS[2] the set of full maxsizes: gives back the
+# room token of every maxsize in that set that the queue, now `length` items long, is below.
+# The tokens' names are made here, from the list's: they share its hash tag.
+_WAKE_PUTTERS = """
 for _, maxsize in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local room = KEYS[1] .. ':room:' .. maxsize
     if length < tonumber(maxsize) and redis.call('EXISTS', room) == 0 then
         redis.call('RPUSH', room, 'room')
     end
 end
+"""
+
+# KEYS: the list, the set of full maxsizes. Returns {new length, item}, or {length} if empty.
+_GET = (
+    """
+local item = redis.call('LPOP', KEYS[1])
+local length = redis.call('LLEN', KEYS[1])
+if not item then
+    return {length}
+end
+"""
+    + _WAKE_PUTTERS
+    + """
 return {length, item}
 """
+)
+
+# KEYS: the list, the set of full maxsizes. Returns how many items it removed.
+_PURGE = (
+    """
+local removed = redis.call('LLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+local length = 0
+"""
+    + _WAKE_PUTTERS
+    + """
+return removed
+"""
+)
 
 # KEYS: the list, the set of full maxsizes, the room token for ARGV[1]. ARGV: maxsize.
 # Returns the length; if it is maxsize or more, the token is gone until a get makes room.
@@ -127,6 +150,16 @@ if length >= tonumber(ARGV[1]) then
     redis.call('DEL', KEYS[3])
 end
 return length
+"""
+
+# KEYS: the list, the meta hash, the set of full maxsizes. Deletes every key of the queue,
+# each by its name (the room tokens' from the maxsizes in the set, which the wait that made
+# a token added first), so that no other queue's key can match.
+_DROP = """
+for _, maxsize in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    redis.call('DEL', KEYS[1] .. ':room:' .. maxsize)
+end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 """
 
 # KEYS: the meta hash. ARGV: field, value, field, value... Returns the whole hash.
@@ -175,23 +208,8 @@ class RedisEngine(SharedStorageEngine):
         self._full = f"{items}:full"
         self._size = 0
 
-    def __repr__(self) -> str:
-        parts = urlsplit(self.address)
-        if parts.password is None:
-            return super().__repr__()
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return f"{type(self).__name__}({urlunsplit(parts._replace(netloc=netloc))!r})"
-
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
-        commands = _Pool.from_url(
-            self._url,
-            retry=Retry(NoBackoff(), 0),
-            socket_timeout=_REPLY_TIMEOUT,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            # With RESP3, redis-py 8 enables maintenance notifications, and then no longer
-            # checks that a pooled connection is still open before it sends on it.
-            protocol=2,
-        )
+        commands = self._commands_pool()
         kwargs = commands.connection_kwargs
         self._reply_timeout = kwargs.get("socket_timeout") or _REPLY_TIMEOUT
         # The waits block on the server for as long as they ask: no read timeout, but a
@@ -205,6 +223,8 @@ class RedisEngine(SharedStorageEngine):
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
         self._check_room = self._client.register_script(_CHECK_ROOM)
+        self._purge = self._client.register_script(_PURGE)
+        self._drop = self._client.register_script(_DROP)
         try:
             fields = [text for field in options.meta.items() for text in field]
             try:
@@ -222,6 +242,19 @@ class RedisEngine(SharedStorageEngine):
             raise
         logger.debug("opened %r holding %d item(s)", self, self._size)
         return meta
+
+    def _commands_pool(self) -> _Pool:
+        """A pool of connections for commands that do not block: never retried, each reply
+        awaited for the URL's ``socket_timeout``, or `_REPLY_TIMEOUT`."""
+        return _Pool.from_url(
+            self._url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=_REPLY_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            # With RESP3, redis-py 8 enables maintenance notifications, and then no longer
+            # checks that a pooled connection is still open before it sends on it.
+            protocol=2,
+        )
 
     async def _check_persistence(self, options: OpenOptions) -> None:
         """Log, once, if the server's persistence cannot keep the promise asked of it."""
@@ -294,16 +327,54 @@ class RedisEngine(SharedStorageEngine):
     def size(self) -> int:
         return max(0, self._size)
 
+    async def exists(self) -> bool:
+        """Whether the server holds the queue's items or meta; the engine must not be open."""
+        client = redis.asyncio.Redis.from_pool(self._commands_pool())
+        try:
+            found: int = await client.exists(self._items, self._meta)
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "check")
+        finally:
+            await client.aclose()
+        return found > 0
+
+    async def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Yield up to `limit` items (all if None) from the head, removing none.
+
+        They are read with one command, so they are the list at one instant; and so all of
+        them are held in memory at once, as the server holds them.
+        """
+        client = self._running()
+        if limit is not None and limit <= 0:
+            return
+        try:
+            last = -1 if limit is None else limit - 1
+            found = cast(list[bytes], await client.lrange(self._items, 0, last))  # no decoding
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "read")
+        for data in found:
+            yield data
+
+    async def purge(self) -> int:
+        """Remove every item in one atomic step, waking putters that wait for room; return
+        how many were removed."""
+        self._running()
+        try:
+            removed: int = await self._purge([self._items, self._full])
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "purge")
+        self._size = 0
+        return removed
+
     async def drop(self) -> None:
-        """Delete the queue from the server: its items, its meta and its wake-up keys.
+        """Delete the queue from the server, in one atomic step: its items, its meta and its
+        wake-up keys, each by its exact name, so that no other queue loses anything.
 
         Queues open on it elsewhere see an empty queue, which their next put creates again.
         """
-        client = self._running()
+        self._running()
         try:
-            keys = [key async for key in client.scan_iter(match=f"{self._items}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
+            await self._drop([self._items, self._meta, self._full])
         except _CONNECTION_ERRORS as exc:
             self._lost(exc, "drop")
         self._size = 0
@@ -347,16 +418,16 @@ class RedisEngine(SharedStorageEngine):
     def _lost(self, exc: BaseException, operation: str) -> NoReturn:
         """Raise `QueueConnectionError` for `exc`, met by `operation` ("open", "put"...).
 
-        Of the operations, only a put or a get changes the queue: the message says whether
-        it may have. It cannot have if no connection could be made, or if the server
-        refused it because it is still loading its data.
+        Of the operations, a put, a get, a purge and a drop change the queue: the message
+        says whether it may have. It cannot have if no connection could be made, or if the
+        server refused it because it is still loading its data.
         """
         if isinstance(exc, _NotSent):
             message = f"Could not reach {self._server} to {operation} ({exc})"
         else:
             article = "an" if operation == "open" else "a"
             message = f"Lost the connection to {self._server} during {article} {operation} ({exc})"
-        if operation in ("put", "get"):
+        if operation in ("put", "get", "purge", "drop"):
             if isinstance(exc, (_NotSent, redis.exceptions.BusyLoadingError)):
                 message += ": nothing was changed"
             else:
@@ -365,7 +436,8 @@ class RedisEngine(SharedStorageEngine):
 
 
 def _parse(address: str) -> tuple[str, str, str]:
-    """Split an address into the Redis URL, the queue's name and the server, for messages."""
+    """Split an address into the Redis URL, the queue's name and the server, for messages
+    (without its password)."""
     parts = urlsplit(address)
     database, _, name = parts.path.rpartition("/")
     if parts.scheme in ("redis", "rediss"):
@@ -374,12 +446,12 @@ def _parse(address: str) -> tuple[str, str, str]:
         well_formed = parts.scheme == "unix" and database != ""
     if not well_formed or not name:
         raise ValueError(
-            f"{address!r} is not a Redis URL of a database followed by / and a queue name, "
-            "as in redis://127.0.0.1:6379/0/jobs or unix:///run/redis.sock/jobs?db=0"
+            f"{redacted(address)!r} is not a Redis URL of a database followed by / and a "
+            "queue name, as in redis://127.0.0.1:6379/0/jobs or unix:///run/redis.sock/jobs?db=0"
         )
     url = urlunsplit(parts._replace(path=database))
-    server = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], database, "", ""))
-    return url, unquote(name), f"Redis at {server}"
+    server = urlunsplit((parts.scheme, parts.netloc, database, "", ""))
+    return url, unquote(name), f"Redis at {redacted(server)}"
 
 
 def _text(value: str | bytes | None) -> str:

@@ -18,11 +18,48 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 from .base import DEFAULT_OPTIONS, OpenOptions
 
-__all__ = ["KnownSize", "SharedStorageEngine"]
+__all__ = ["KnownSize", "SharedStorageEngine", "redacted"]
+
+# What may stand before the path in an address that has no user information: a host (or an
+# IPv6 address in brackets), then maybe a port.
+_HOST_AND_PORT = re.compile(r"(\[[^\]]*\]|[^:@\[\]]+)(:\d*)?|")
+_SECRET_PARAMETER = re.compile(r"([?&][^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def redacted(address: str | os.PathLike[str]) -> str:
+    """`address` as it may be shown, in a repr, a message or a log line: its password
+    replaced by ``***``.
+
+    That is the password of its user information (``redis://:***@host:6379/0/jobs``,
+    ``postgresql://user:***@host/db/jobs``) and the value of each query parameter whose
+    name holds "password" (``?password=***``, ``?sslpassword=***``). A password that holds
+    a ``/``, ``?`` or ``#`` it should have percent-encoded is hidden all the same, with
+    everything up to the last ``@``. A path, or an address without a password, is returned
+    as it is.
+    """
+    text = os.fspath(address)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return text
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        at = authority.rfind("@")
+    elif not _HOST_AND_PORT.fullmatch(authority):  # the password holds a / ? or #
+        at = rest.rfind("@")
+    else:
+        at = -1
+    if at >= 0 and ":" in rest[:at]:
+        user = rest[:at].partition(":")[0]
+        rest = f"{user}:***{rest[at:]}"
+    path, question, query = rest.partition("?")
+    if question:
+        rest = path + _SECRET_PARAMETER.sub(r"\1***", question + query)
+    return f"{scheme}{separator}{rest}"
 
 
 class SharedStorageEngine(abc.ABC):
@@ -48,6 +85,22 @@ class SharedStorageEngine(abc.ABC):
       change). It never blocks and is never negative.
     - `close()` releases connections. It is called once, after the last operation.
 
+    Optional operations, which `Queue` never calls: the ``aiodiskqueue`` command line uses
+    them to look into a queue, empty it and delete it, and reports an engine that lacks one
+    (their defaults raise `NotImplementedError`):
+
+    - `exists()`, on an engine that is not open, connects, says whether the store holds the
+      queue (any item or meta of it), and lets go, creating nothing.
+    - `items(limit)`, on an open engine, yields the items from the head, removing none: the
+      items the queue held at one instant, whatever other users do meanwhile, at most
+      `limit` of them (every one if None). Close the iterator (`contextlib.aclosing`) when
+      stopping before its end, so that the engine lets go of what it holds for it.
+    - `purge()` removes every item of the queue in one atomic step and returns how many
+      it removed; the meta stays, and the queue's other users go on using it.
+    - `drop()` deletes the queue from the store: its items, its meta and whatever else the
+      engine keeps for it. Afterwards the engine may only be closed; how engines open on
+      the queue elsewhere fare is the engine's to document.
+
     `Queue` may call `put`, `get` and the waits from several tasks at once; an engine that
     holds a single connection serialises them itself. An operation that fails because the
     store is unreachable raises `QueueConnectionError` and leaves the queue as it was, or,
@@ -59,7 +112,7 @@ class SharedStorageEngine(abc.ABC):
         self.address = os.fspath(address)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.address!r})"
+        return f"{type(self).__name__}({redacted(self.address)!r})"
 
     @abc.abstractmethod
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Mapping[str, str]:
@@ -97,6 +150,26 @@ class SharedStorageEngine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the engine's connections."""
+
+    async def exists(self) -> bool:
+        """Whether the store holds the queue, asked without opening it or creating anything."""
+        raise self._cannot("tell whether its queue exists")
+
+    def items(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Yield up to `limit` items (all if None) from the head, as they stood at one
+        instant, removing none."""
+        raise self._cannot("list its items without removing them")
+
+    async def purge(self) -> int:
+        """Remove every item in one atomic step; return how many were removed."""
+        raise self._cannot("remove every item at once")
+
+    async def drop(self) -> None:
+        """Delete the queue from the store, with its meta; then only `close()` may follow."""
+        raise self._cannot("delete its queue")
+
+    def _cannot(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} cannot {what}")
 
 
 class KnownSize:
