@@ -51,10 +51,10 @@ _claims: contextvars.ContextVar[tuple[Receipt, ...]] = contextvars.ContextVar(
 class Acknowledgements:
     """The items a queue delivered at least once and not yet proven done."""
 
-    def __init__(self, owner: object, *, tracking: bool) -> None:
+    def __init__(self, *, tracking: bool) -> None:
         """`tracking`: find the item of every `task_done()` (at-least-once delivery); without
         it, only receipts are checked, and plain `task_done()` calls name no item."""
-        self._owner = owner
+        self._owner = object()  # what receipts of this queue's carry (not the queue: no cycle)
         self._tracking = tracking
         self._unproven: dict[int, Receipt] = {}  # delivered items not yet proven done, by key
         self._ambiguous: list[set[int]] = []  # task_done() calls each finishing one of a set

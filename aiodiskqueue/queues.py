@@ -133,7 +133,7 @@ class Queue(Generic[T]):
         queue._serializer = serializer
         queue._maxsize = maxsize
         queue._getters, queue._putters = Waiters(), Waiters()
-        queue._acks = Acknowledgements(queue, tracking=delivery == "at-least-once")
+        queue._acks = Acknowledgements(tracking=delivery == "at-least-once")
         queue._is_shutdown = queue._is_shutdown_immediately = False
         if isinstance(engine, SharedStorageEngine):
             if delivery != "at-most-once":

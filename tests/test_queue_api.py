@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import pickle
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -461,6 +462,21 @@ async def test_a_queue_collected_while_open_warns_with_resource_warning(
     queues = [await Queue.create(path, cls_storage_engine=engine)]
     with pytest.warns(ResourceWarning, match="was not closed"):
         forget(queues)
+
+
+async def test_a_queue_dropped_without_close_is_freed_at_once_without_the_garbage_collector(
+    engine: Engine, path: Path
+) -> None:
+    queue = await Queue.create(path, cls_storage_engine=engine)
+    await queue.put("item")
+    freed = weakref.ref(queue)
+    gc.disable()
+    try:
+        with pytest.warns(ResourceWarning, match="was not closed"):
+            del queue
+        assert freed() is None, "a reference cycle keeps the queue (and its files) alive"
+    finally:
+        gc.enable()
 
 
 # Read-ahead

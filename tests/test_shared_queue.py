@@ -348,6 +348,7 @@ async def test_an_item_put_back_by_a_cancelled_get_is_got_before_the_items_behin
     for item in ("a", "b", "c"):
         await within(queue.put(item))
     assert await within(queue.get()) == "a"
+    probe.getting.clear()
     getting = asyncio.create_task(queue.get())
     await within(probe.getting.wait())
     getting.cancel()
