@@ -283,8 +283,7 @@ class LocalBackend(Generic[T]):
         for key in keys:
             self._held.discard(key)
             self._batch.removals.append(key)
-        self._run_storage()
-        return Completion(self._batch.done)
+        return Completion(self._store_batch().done)
 
     # Closing
 
@@ -300,11 +299,19 @@ class LocalBackend(Generic[T]):
     # Storage: one task at a time writes batches and reads ahead, in order.
 
     def _change(self, *, append: Record | None = None, removal: int | None = None) -> _Batch:
-        """Add a change to the next batch, and make sure a task will store it."""
+        """Add a change to the next batch, and make sure it will be stored: at once by an
+        engine that commits in place, else by the storage task, with the changes made
+        meanwhile."""
         if append is not None:
             self._batch.appends.append(append)
         if removal is not None:
             self._batch.removals.append(removal)
+        return self._store_batch()
+
+    def _store_batch(self) -> _Batch:
+        """Make sure the current batch will be stored; return it."""
+        if self.engine.commits_in_place:
+            return self._commit_in_place()
         self._run_storage()
         return self._batch
 
@@ -333,10 +340,31 @@ class LocalBackend(Generic[T]):
         except Exception as exc:
             self._fail(batch, exc)
             return
+        self._committed(batch)
+        batch.settle()
+
+    def _commit_in_place(self) -> _Batch:
+        """Store the change of the current batch on the event loop, now (`commit_now`)."""
+        batch, self._batch = self._batch, _Batch()
+        batch.sent = True
+        try:
+            flushed = self.engine.commit_now(batch.appends, batch.removals)
+        except Exception as exc:
+            self._fail(batch, exc)
+            return batch
+        self._committed(batch)
+        if flushed is None:
+            batch.settle()
+        else:  # durable against a process crash now; the caller waits for the flush too
+            asyncio.ensure_future(flushed).add_done_callback(
+                lambda done: batch.settle(None if done.cancelled() else done.exception())
+            )
+        return batch
+
+    def _committed(self, batch: _Batch) -> None:
         if batch.appends:
             self._stored_last_key = max(self._stored_last_key, batch.appends[-1].key)
         self._stored_count += len(batch.appends) - len(batch.removals)
-        batch.settle()
 
     def _fail(self, batch: _Batch, exc: Exception) -> None:
         """Fail `batch` and the changes made since, and return to what the engine holds."""

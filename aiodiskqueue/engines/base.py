@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -106,7 +106,15 @@ class StorageEngine(abc.ABC):
     - `close()` releases files and connections. It is called once, after the last commit.
 
     Every call may block only in a thread of the engine's own, never on the event loop.
+
+    An engine whose commit is a store into memory that outlives the process (a
+    memory-mapped file, say) sets `commits_in_place` and implements `commit_now`: the queue
+    then stores each put and get at once, on the event loop, with no batch and no thread
+    round trip, and never calls `commit()`.
     """
+
+    commits_in_place = False
+    """True if `commit_now` stores a change on the event loop without blocking."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_queue_path(path)
@@ -125,6 +133,18 @@ class StorageEngine(abc.ABC):
     @abc.abstractmethod
     async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
         """Store `appends` and remove `removals` as one change, durable when this returns."""
+
+    def commit_now(
+        self, appends: Sequence[Record], removals: Sequence[int]
+    ) -> Awaitable[None] | None:
+        """Store a change as `commit()` does, but at once, on the event loop, without blocking.
+
+        Only for an engine that sets `commits_in_place`. When it returns, the change survives
+        the process being killed; it returns None, or, where the caller must wait for more
+        (the flush to the disk that `options.fsync` asks for), an awaitable of that, which
+        many changes may share. It raises as `commit()` does, changing nothing.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not commit in place")
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -1,0 +1,102 @@
+"""An engine that commits in place: the queue stores each change at once, on the event loop.
+
+`MemoryLogEngine` stands for an engine whose commit is a store into memory that outlives the
+process (the seam `LogEngine` plugs into): with it a `put()` or `get()` completes without
+yielding to the event loop, and nothing else of the queue changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiodiskqueue import Queue
+from aiodiskqueue.engines import DEFAULT_OPTIONS, OpenOptions, Record, StorageEngine, Stored
+
+from .helpers import drain
+
+STORES: dict[Path, dict[int, bytes]] = {}
+
+
+class MemoryLogEngine(StorageEngine):
+    """Keeps the records of each path in a dict of this process, committed in place."""
+
+    commits_in_place = True
+
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
+        self.records = STORES.setdefault(self.path, {})
+        self.flushes = 0
+        self.fsync = options.fsync
+        return Stored(len(self.records), max(self.records, default=0), dict(options.meta))
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        keys = sorted(key for key in self.records if key > after)[:limit]
+        return [Record(key, self.records[key]) for key in keys]
+
+    async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
+        raise AssertionError("an engine that commits in place is never sent a batch")
+
+    def commit_now(
+        self, appends: Sequence[Record], removals: Sequence[int]
+    ) -> Awaitable[None] | None:
+        self.records.update(appends)
+        for key in removals:
+            self.records.pop(key, None)
+        if self.fsync:
+            return self._flush()
+        return None
+
+    async def _flush(self) -> None:
+        self.flushes += 1
+
+    async def close(self) -> None:
+        pass
+
+
+def completes_at_once(call: Coroutine[Any, Any, Any]) -> Any:
+    """Run `call` one step: it must finish without yielding to the event loop."""
+    with pytest.raises(StopIteration) as finished:
+        call.send(None)
+    return finished.value.value
+
+
+async def test_put_and_get_complete_without_yielding_to_the_event_loop(tmp_path: Path) -> None:
+    async with await Queue.create(tmp_path / "q", cls_storage_engine=MemoryLogEngine) as queue:
+        completes_at_once(queue.put("item"))
+        assert completes_at_once(queue.get()) == "item"
+
+
+async def test_each_change_is_stored_when_the_call_returns(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        queue.put_nowait("a")
+        queue.put_nowait("b")
+        assert len(STORES[path]) == 2
+        queue.get_nowait()
+        assert len(STORES[path]) == 1
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        assert await drain(queue) == ["b"]
+
+
+async def test_with_power_loss_durability_a_put_waits_for_the_flush(tmp_path: Path) -> None:
+    async with await Queue.create(
+        tmp_path / "q", cls_storage_engine=MemoryLogEngine, durability="power-loss"
+    ) as queue:
+        await asyncio.wait_for(queue.put("item"), 5)
+        assert queue._backend.engine.flushes == 1  # type: ignore[attr-defined]
+
+
+async def test_at_least_once_items_leave_the_engine_when_done(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    async with await Queue.create(
+        path, cls_storage_engine=MemoryLogEngine, delivery="at-least-once"
+    ) as queue:
+        await queue.put("item")
+        await queue.get()
+        assert len(STORES[path]) == 1
+        await queue.task_done()
+        assert STORES[path] == {}
