@@ -5,6 +5,7 @@ Most tests use `dbm.dumb`, which every Python has and which is the most fragile 
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import logging
@@ -12,18 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from aiodiskqueue.engines import DbmEngine, Record, Stored
+from aiodiskqueue import QueueCorruptedError
+from aiodiskqueue.engines import DbmEngine, OpenOptions, Record, Stored
 
 dumb = functools.partial(DbmEngine, backend="dbm.dumb")
+RAISE = OpenOptions(on_corruption="raise")
 
 
 def records(first: int, last: int, size: int = 100) -> list[Record]:
     return [Record(key, bytes([key % 256]) * size) for key in range(first, last + 1)]
 
 
-async def held(path: Path) -> tuple[Stored, list[Record]]:
+async def held(path: Path, options: OpenOptions | None = None) -> tuple[Stored, list[Record]]:
     store = dumb(path)
-    stored = await store.open()
+    stored = await store.open(options or OpenOptions())
     content = await store.read(0, 1_000_000)
     await store.close()
     return stored, content
@@ -198,3 +201,108 @@ def _dumb_value(path: Path, key: bytes) -> bytes:
 
     with dbm.dumb.open(str(path), "r") as database:
         return database[key]
+
+
+# Damage to the commit records, the index and the path
+
+
+async def newest_state_block(path: Path) -> tuple[int, int]:
+    """Where in the data file the newest commit record of a closed dbm.dumb queue is, and
+    how long its content is (without its zero padding)."""
+    index = dict(ast.literal_eval(line) for line in Path(f"{path}.dir").read_text().splitlines())
+    data = Path(f"{path}.dat").read_bytes()
+    blocks = [index[key] for key in index if key.startswith("state.")]
+    offset, size = max(blocks, key=lambda block: data[block[0] + 4 : block[0] + 12][::-1])
+    return offset, len(data[offset : offset + size].rstrip(b"\0"))
+
+
+@pytest.mark.parametrize("last_commit", ["put", "get"])
+async def test_a_damaged_newest_commit_record_is_reported_never_rolled_back(
+    path: Path, last_commit: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 10), [])
+    await store.commit([], [1, 2, 5])
+    if last_commit == "put":
+        await store.commit(records(11, 11), [])
+    else:
+        await store.commit([], [3])
+    await store.close()
+    expected = [record for record in records(1, 11) if record.key not in (1, 2, 3, 5)]
+    if last_commit == "put":
+        expected.insert(0, records(3, 3)[0])
+    offset, length = await newest_state_block(path)
+    healthy = Path(f"{path}.dat").read_bytes()
+    for position in range(offset, offset + length):
+        damaged = bytearray(healthy)
+        damaged[position] ^= 1 << position % 8
+        Path(f"{path}.dat").write_bytes(bytes(damaged))
+        with pytest.raises(QueueCorruptedError, match="commit record"):
+            await held(path, RAISE)
+        assert Path(f"{path}.dat").read_bytes() == damaged
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+            _, content = await held(path)
+        assert "commit record" in caplog.text, position
+        # What the newest commit put is kept; what it got may come back, but nothing else.
+        assert [record for record in content if record in expected] == expected, position
+        assert set(content) <= set(records(1, 11)) - set(records(1, 2)), position
+        assert set(content) - set(expected) <= set(records(3, 3)), position
+        for backup in path.parent.glob("*.damaged-*"):
+            backup.unlink()
+
+
+async def test_a_damaged_older_commit_record_loses_nothing(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 10), [])
+    await store.commit([], [1, 2])
+    await store.close()
+    newest, _ = await newest_state_block(path)
+    index = dict(ast.literal_eval(line) for line in Path(f"{path}.dir").read_text().splitlines())
+    (older,) = (
+        index[key][0] for key in index if key.startswith("state.") and index[key][0] != newest
+    )
+    data = bytearray(Path(f"{path}.dat").read_bytes())
+    data[older + 20] ^= 0x10
+    Path(f"{path}.dat").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert (await held(path))[1] == records(3, 10)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "'page.0', 512",  # a position that is no pair
+        "b'meta', (0, 10)",  # a key that is no text
+        "'meta', (0, 10, 3)",
+        "",
+        "'page.x', (512, 512)",  # a key no queue has
+        "'page.0', (513, 512)",  # not at a block boundary
+        "'page.0', (0, 512)",  # where another value is
+    ],
+)
+@pytest.mark.parametrize("index", [".dir", ".bak"])
+async def test_a_damaged_dbm_dumb_index_line_is_reported_or_passed_over(
+    path: Path, line: str, index: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = dumb(path)
+    await store.open()
+    await store.commit(records(1, 10), [])
+    await store.close()
+    lines = Path(f"{path}{index}").read_text().splitlines()
+    lines.insert(len(lines) - 1, line)  # not the last line, which a crash may tear
+    Path(f"{path}{index}").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await held(path) == (Stored(10, 10, {}), records(1, 10))
+    if index == ".dir":  # dbm.dumb's previous index is a copy: its damage loses nothing
+        assert "could not be read in full" in caplog.text
+
+
+async def test_a_directory_at_the_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        await dumb(tmp_path).open()
+    assert list(tmp_path.iterdir()) == []
