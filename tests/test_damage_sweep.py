@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from aiodiskqueue.engines import (
 from .conftest import DBM_BACKENDS
 
 FLIPS_PER_FILE = 48
+COUNTS = re.compile(r"(\d+) item\(s\) recovered, (\d+|an unknown number) lost")
 
 ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     # Small pages, so that the items span several pages and their headers.
@@ -184,7 +186,10 @@ async def trial(
         return None
     except Exception as exc:  # what the sweep looks for: any other exception fails it
         return f"raw {type(exc).__name__}: {exc}"
-    warned = any(record.name.startswith("aiodiskqueue") for record in caplog.records)
+    warnings = [
+        record.getMessage() for record in caplog.records if record.name.startswith("aiodiskqueue")
+    ]
+    warned = bool(warnings)
     if new_queue:
         return None if records == [] and not warned else f"not a new queue: {len(records)}"
     if any(PUT.get(record.key) != record for record in records):
@@ -193,4 +198,13 @@ async def trial(
         return "items out of order"
     if records != stored and not warned:
         return f"{len(records)} of {len(stored)} items returned, without a warning"
+    for warning in warnings:
+        counts = COUNTS.search(warning)
+        if counts is None:
+            return f"a warning without counts: {warning}"
+        if int(counts[1]) != len(records):
+            return f"{len(records)} items returned, but the warning says {counts[1]}"
+        lost = len(set(stored) - set(records))
+        if counts[2].isdigit() and int(counts[2]) != lost:
+            return f"{lost} items lost, but the warning says {counts[2]}"
     return None

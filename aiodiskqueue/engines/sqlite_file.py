@@ -53,12 +53,23 @@ class SqliteFile:
 
     def prepare(self) -> None:
         """Create the database if there is none; check it, and salvage it if it is damaged."""
-        if not self.path.exists():
+        if self._is_new():
             self._install(self._build(self.options.meta, ()))
         else:
             damage = self._check()
             if damage is not None:
                 self._salvage(*damage)
+
+    def _is_new(self) -> bool:
+        """Whether there is no database yet: no file, or an empty one without a log.
+
+        A database is built beside its path and renamed into place, so an empty file is
+        none of ours: it is the one that ``tempfile.mkstemp()`` leaves, for a new queue.
+        """
+        if not self.path.exists():
+            return True
+        wal = self._sibling("-wal")
+        return self.path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)
 
     def connect(self, timeout: float = 5.0) -> sqlite3.Connection:
         """Connect in autocommit mode, with the tables, the journal and the synchronous mode
