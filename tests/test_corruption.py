@@ -126,6 +126,13 @@ def garbage(data: bytearray, offsets: dict[int, int]) -> range:
     return range(0, 2**63)
 
 
+def truncated_by_a_page(data: bytearray, offsets: dict[int, int]) -> range:
+    """The file's last 4096 bytes (an SQLite page) cut off."""
+    cut = len(data) - 4096
+    del data[cut:]
+    return range(cut, 2**63)
+
+
 def zero_length(data: bytearray, offsets: dict[int, int]) -> range:
     """The file emptied."""
     data.clear()
@@ -134,7 +141,14 @@ def zero_length(data: bytearray, offsets: dict[int, int]) -> range:
 
 DAMAGE = {
     damage.__name__: damage
-    for damage in (truncated_tail, overwritten_middle, flipped_bit, garbage, zero_length)
+    for damage in (
+        truncated_tail,
+        truncated_by_a_page,
+        overwritten_middle,
+        flipped_bit,
+        garbage,
+        zero_length,
+    )
 }
 # An emptied file at the queue's path is a new queue (see test_an_empty_file_at_the_path_...).
 CASES = [
@@ -145,8 +159,13 @@ CASES = [
 ]
 # Damage after which an engine must know how many records were lost.
 LOST_IS_KNOWN = {
-    "DbmEngine[dbm.dumb]": {"truncated_tail", "overwritten_middle", "flipped_bit"},
-    "PickledList": {"truncated_tail", "overwritten_middle", "flipped_bit"},
+    "DbmEngine[dbm.dumb]": {
+        "truncated_tail",
+        "truncated_by_a_page",
+        "overwritten_middle",
+        "flipped_bit",
+    },
+    "PickledList": {"truncated_tail", "truncated_by_a_page", "overwritten_middle", "flipped_bit"},
     "ExclusiveSqliteEngine": {"flipped_bit"},
 }
 
@@ -549,3 +568,55 @@ async def test_backups_take_names_that_no_queue_file_can_have(
     first = backup_of(Path(f"{path}.dat"))
     assert recovery.keep_backup(first.with_name(f"{path.name}.dat"), recovered=0, problem="x")
     assert first.exists()
+
+
+# SQLite: damage to the parts that hold no records
+
+
+SQLITE = ENGINES["ExclusiveSqliteEngine"]
+
+
+def change_sqlite(path: Path, *statements: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as database:
+        for statement in statements:
+            database.execute(statement)
+
+
+def meta_without_not_null(path: Path) -> None:
+    """A meta row whose value is NULL, as a damaged page may read."""
+    schema = "UPDATE sqlite_master SET sql = replace(sql, {}, {}) WHERE name = 'meta'"
+    change_sqlite(path, "PRAGMA writable_schema=ON", schema.format("'TEXT NOT NULL'", "'TEXT'"))
+    change_sqlite(path, "INSERT INTO meta VALUES ('lost', NULL)")
+    change_sqlite(
+        path, "PRAGMA writable_schema=ON", schema.format("'value TEXT'", "'value TEXT NOT NULL'")
+    )
+
+
+def meta_that_is_no_text(path: Path) -> None:
+    change_sqlite(path, "INSERT INTO meta VALUES ('garbled', CAST(x'ff00fe' AS TEXT))")
+
+
+def schema_with_a_flipped_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[data.index(b"meta (name TEXT")] ^= 0x01  # "meta" becomes "leta"
+    data[data.index(b"(name TEXT")] ^= 0x01  # and its column "name" "oame"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage", [meta_without_not_null, meta_that_is_no_text, schema_with_a_flipped_bit]
+)
+async def test_sqlite_damage_outside_the_records_keeps_every_record(
+    path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await store_records(SQLITE, path)
+    damage(path)
+    before = files_of(path)
+    with pytest.raises(QueueCorruptedError, match=path.name):
+        await open_and_read(SQLITE, path, RAISE)
+    assert files_of(path) == before
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await open_and_read(SQLITE, path) == stored
+    assert len(warnings_of(caplog)) == 1
+    caplog.clear()
+    assert await open_and_read(SQLITE, path, RAISE) == stored
