@@ -77,6 +77,7 @@ from typing import NamedTuple, cast
 from . import framing, recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
+from .sqlite_file import sqlite_tables
 
 __all__ = ["DbmEngine"]
 
@@ -264,11 +265,14 @@ class DbmEngine(ThreadedStorageEngine):
             found = "dbm.dumb"  # whose index may be missing or damaged: see `_dumb_index`
         else:
             return None
-        if found == "":
+        if found in ("", "dbm.sqlite3"):
             with self.path.open("rb") as file:
-                if file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                    raise ValueError(f"{self.path} is an SQLite database, not a dbm database")
-        elif found is not None and self.backend is not None and found != self.backend:
+                sqlite = file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+            # dbm.sqlite3 keeps its values in a table "Dict"; an unreadable schema is damage.
+            tables = sqlite_tables(self.path) if sqlite else None
+            if sqlite and (found == "" or (tables is not None and "Dict" not in tables)):
+                raise ValueError(f"{self.path} is an SQLite database, not a dbm database")
+        if found and self.backend is not None and found != self.backend:
             raise ValueError(f"{self.path} is a {found} database, not {self.backend}")
         return found
 
