@@ -4,8 +4,8 @@ Before an engine changes a damaged file, it keeps a copy beside it, named
 ``<name>.damaged-<UTC time>``, such as ``queue.db.dat.damaged-20260130T141503Z``; a second
 backup of the same file within the same second gets ``-1``, ``-2``, ... after that. No
 engine's own file ends so (their names end in the queue's path or in a suffix such as
-``.dat``, ``.bak`` or ``-wal``), and `base.check_queue_path` refuses a queue path that does,
-so a backup is never taken for a queue file, nor overwritten by one. aiodiskqueue 0.2 named
+``.dat``, ``.bak`` or ``-wal``), and `base.check_queue_path` refuses a queue path that
+does, so a backup is never taken for a queue file, nor overwritten by one. aiodiskqueue 0.2 named
 backups ``<name>.bak``, which `dbm.dumb`'s own index backup could take; queue paths that end
 so are still refused.
 """

@@ -11,12 +11,16 @@ the number of its puts and gets, so that a count read earlier is known to be old
 database is in WAL mode.
 
 A new database is built beside its path and renamed into place, so an existing file is
-never legitimately empty. Checking reads only (``PRAGMA quick_check`` and every record's
-checksum), so that nothing changes unless the database is damaged. A damaged database
-("file is not a database", "database disk image is malformed", an empty file, a record
-that fails its checksum) is salvaged: its records are read in key order, skipping past the
-parts that cannot be read, into a fresh database, which replaces it once
-`recovery.damaged` has kept a backup.
+never legitimately empty: an empty file (without a log) is the one ``tempfile.mkstemp()``
+leaves, and becomes a new queue. Checking reads only (``PRAGMA quick_check``, the tables'
+columns, the meta rows and every record's checksum), so that nothing changes unless the
+database is damaged. A damaged database ("file is not a database", "database disk image is
+malformed", a damaged schema or meta row, a record that fails its checksum) is salvaged:
+its records are read in key order, skipping past the parts that cannot be read, into a
+fresh database, which replaces it once `recovery.damaged` has kept a backup. If SQL cannot
+read the queue table whole, the file's table pages are then searched, byte by byte as
+SQLite lays them out, for records that pass their checksum (`_scan_pages`); pages on the
+free list are passed over, but a record removed shortly before may still come back.
 """
 
 from __future__ import annotations
