@@ -38,6 +38,7 @@ from aiodiskqueue.engines import (
 )
 
 from .conftest import ENGINES as ALL_ENGINES
+from .conftest import FILE_ENGINES
 
 RECOVER = OpenOptions(on_corruption="recover")
 RAISE = OpenOptions(on_corruption="raise")
@@ -620,3 +621,11 @@ async def test_sqlite_damage_outside_the_records_keeps_every_record(
     assert len(warnings_of(caplog)) == 1
     caplog.clear()
     assert await open_and_read(SQLITE, path, RAISE) == stored
+
+
+@pytest.mark.parametrize("make", [*ALL_ENGINES, "SqliteEngine"])
+async def test_a_directory_at_the_path_is_refused_and_left_alone(make: str, tmp_path: Path) -> None:
+    engine = FILE_ENGINES[make](tmp_path)
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        await engine.open()
+    assert list(tmp_path.iterdir()) == []

@@ -9,12 +9,15 @@ import ast
 import functools
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from aiodiskqueue import QueueCorruptedError
 from aiodiskqueue.engines import DbmEngine, OpenOptions, Record, Stored
+
+from .conftest import DBM_BACKENDS
 
 dumb = functools.partial(DbmEngine, backend="dbm.dumb")
 RAISE = OpenOptions(on_corruption="raise")
@@ -308,3 +311,36 @@ async def test_a_directory_at_the_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         await dumb(tmp_path).open()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("backend", DBM_BACKENDS)
+@pytest.mark.parametrize("cut", [0, 4096, 0.5])
+async def test_a_data_file_cut_short_or_emptied_is_reported_on_every_backend(
+    path: Path, backend: str, cut: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DbmEngine(path, backend=backend, page_size=1024)
+    await store.open()
+    await store.commit(records(1, 100), [])
+    await store.commit([], [1, 2])
+    await store.close()
+    data = max(path.parent.glob(f"{path.name}*"), key=lambda file: file.stat().st_size)
+    if data == path and cut == 0:  # an empty file at the path is a new queue
+        cut = 1
+    size = int(cut * data.stat().st_size) if isinstance(cut, float) else int(cut)
+    os.truncate(data, size)
+    with pytest.raises(QueueCorruptedError):
+        await held_on(backend, path, RAISE)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        content = await held_on(backend, path)
+    assert set(content) <= set(records(3, 100))
+    assert "could not be read in full" in caplog.text
+    caplog.clear()
+    assert await held_on(backend, path, RAISE) == content
+
+
+async def held_on(backend: str, path: Path, options: OpenOptions | None = None) -> list[Record]:
+    store = DbmEngine(path, backend=backend)
+    await store.open(options or OpenOptions())
+    content = await store.read(0, 1000)
+    await store.close()
+    return content
