@@ -167,6 +167,7 @@ class DbmEngine(ThreadedStorageEngine):
             if problems:
                 recovery.damaged(
                     self.options,
+                    self.path,  # named in the message, whichever files the backend has
                     *self._files(found),
                     recovered=self._state.count,
                     lost=lost,

@@ -70,11 +70,12 @@ def keep_backup(
     """Copy each damaged file in `paths` to a free backup name and log what was recovered.
 
     Call it before changing anything, so the damaged originals are never lost. An older
-    backup is never overwritten. Files in `paths` that do not exist are passed over.
+    backup is never overwritten. Files in `paths` that do not exist are passed over, and
+    the first is named in the warning.
     """
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     backups = []
-    for path in paths:
+    for path in dict.fromkeys(paths):  # each once
         if path.is_file():
             backup = next(
                 candidate
