@@ -39,7 +39,7 @@ from aiodiskqueue.engines import (
 
 from .conftest import DBM_BACKENDS
 
-FLIPS_PER_FILE = 48
+FLIPS_PER_FILE = 120
 COUNTS = re.compile(r"(\d+) item\(s\) recovered, (\d+|an unknown number) lost")
 
 ENGINES: dict[str, Callable[[Path], StorageEngine]] = {

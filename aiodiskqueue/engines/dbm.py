@@ -10,7 +10,9 @@ a crash cannot leave `dbm.dumb`'s index pointing at the wrong bytes.
 The database holds three kinds of key:
 
 ``meta``
-    JSON written once: the format, its version and the dbm backend that created the file.
+    JSON written once: the format, its version, the dbm backend that created the file, the
+    queue's meta and a CRC-32 of the JSON of those (``checksum``, which files written
+    before it was added lack), so that a damaged version is not taken for another one.
 ``page.<n>``
     A slot of fixed capacity holding one page: a 40-byte page header (magic ``AQDP``, the
     generation of the commit that wrote it, the first and last key of its records, the
@@ -97,8 +99,9 @@ _CHECKSUM = struct.Struct("<I")
 _PAGE_HEADER_SIZE = _PAGE_FIELDS.size + _CHECKSUM.size
 _STATE_HEADER = struct.Struct("<IQQQI")  # CRC-32, generation, head, last_key, removed count
 _SQLITE_MAGIC = b"SQLite format 3\0"
-# What dbm modules raise for a file they cannot read (dbm.sqlite3 lets some of SQLite's through).
-_UNREADABLE = (*dbm.error, sqlite3.Error)
+# What dbm modules raise for a file they cannot read (dbm.sqlite3 lets some of SQLite's
+# through, and Python's when SQLite's message quotes damaged text).
+_UNREADABLE = (*dbm.error, sqlite3.Error, UnicodeDecodeError)
 _KEY = re.compile(rb"(meta)|(page)\.\d{1,18}|(state)\.\d{1,18}\.[01]")
 # The files of a database of each backend (dbm.dumb's previous index, .bak, included).
 _FILES = {
@@ -145,7 +148,6 @@ class DbmEngine(ThreadedStorageEngine):
         self._tail = bytearray()  # the tail page's frames
         self._state_capacity = _BLOCK
         self._read_cache: tuple[_Page, int, list[Record]] | None = None
-        self._unknown: list[bytes] = []  # keys no queue has, in a damaged database
 
     # Opening: look without changing anything, report damage, then write what is needed.
 
@@ -173,8 +175,10 @@ class DbmEngine(ThreadedStorageEngine):
                     lost=lost,
                     problem="; ".join(problems),
                 )
-            # A database that another key or a read failed in is built anew from the rest.
-            salvaged = dict(values.readable()) if values.failed or self._unknown else None
+            # A damaged database (but dbm.dumb's, repaired above) is built anew from what
+            # can be read: its module may fail to write to it.
+            rebuild = values.failed or (problems and found not in ("", "dbm.dumb"))
+            salvaged = dict(values.readable()) if rebuild else None
         finally:
             values.close()
         self._repair(found, repair, salvaged)
@@ -237,7 +241,7 @@ class DbmEngine(ThreadedStorageEngine):
             if meta is None:
                 meta = dict(self.options.meta)
                 content = {"format": _FORMAT, "version": _VERSION, "backend": self.backend}
-                db[_META_KEY] = json.dumps({**content, "meta": meta}).encode()
+                db[_META_KEY] = _meta_record({**content, "meta": meta})
             if new:  # the state records come first in the files, before any page
                 for generation in (0, 1):
                     self._state = replace(self._state, generation=generation)
@@ -298,21 +302,21 @@ class DbmEngine(ThreadedStorageEngine):
         if it holds none, it is another program's database, which is refused.
         """
         keys = list(values)
-        self._unknown = [key for key in keys if _kind(key) is None]
-        if self._unknown and len(self._unknown) == len(keys):
+        unknown = [key for key in keys if _kind(key) is None]
+        if unknown and len(unknown) == len(keys):
             raise ValueError(f"{self.path} is a dbm database of something else")
-        if self._unknown:
-            problems.append(f"{len(self._unknown)} key(s) that no queue has")
+        if unknown:  # (the database is then built anew without them)
+            problems.append(f"{len(unknown)} key(s) that no queue has")
         value = values.get(_META_KEY)
         try:
             content = json.loads(value) if value is not None else None
         except ValueError:  # not JSON, or not text
             content = None
-        if isinstance(content, dict) and content.get("format") == _FORMAT:
-            if content.get("version") != _VERSION:
+        if isinstance(content, dict) and content.get("format") == _FORMAT and _checked(content):
+            version, meta = content.get("version"), content.get("meta")
+            if isinstance(version, int) and version != _VERSION:
                 raise ValueError(f"{self.path} is not a DbmEngine queue of version {_VERSION}")
-            meta = content.get("meta")
-            if isinstance(meta, dict):
+            if version == _VERSION and isinstance(meta, dict):
                 return {str(name): str(value) for name, value in meta.items()}
         if keys:
             problems.append("its meta record is " + ("missing" if value is None else "damaged"))
@@ -715,6 +719,18 @@ def _intact(content: bytes, header: _PageHeader) -> bool:
     start = _PAGE_HEADER_SIZE
     frames = content[start : start + header.length]
     return len(frames) == header.length and zlib.crc32(frames) == header.checksum
+
+
+def _meta_record(content: dict[str, object]) -> bytes:
+    """The meta record of `content`, with a CRC-32 of its JSON."""
+    checksum = zlib.crc32(json.dumps(content).encode())
+    return json.dumps({**content, "checksum": checksum}).encode()
+
+
+def _checked(content: dict[str, object]) -> bool:
+    """Whether a meta record's content passes its CRC-32 (removed from it), if it has one."""
+    checksum = content.pop("checksum", None)
+    return checksum is None or checksum == zlib.crc32(json.dumps(content).encode())
 
 
 def _kind(key: bytes) -> str | None:

@@ -26,6 +26,7 @@ free list are passed over, but a record removed shortly before may still come ba
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +39,7 @@ from .files import create_private, fsync_file, replace
 __all__ = [
     "INSERT",
     "SqliteFile",
+    "connect_read_only",
     "read_only_uri",
     "sqlite_tables",
     "transaction",
@@ -52,13 +54,19 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS size (count INTEGER NOT NULL, version INTEGER NOT NULL);
 """
 INSERT = "INSERT INTO queue (key, data, checksum) VALUES (?, ?, ?)"
-_COLUMNS = {  # the columns of each table: of this version, or of aiodiskqueue 0.2
-    "queue": ({"key", "data", "checksum"}, {"key", "data"}),
-    "meta": ({"name", "value"},),
-    "size": ({"count", "version"},),
+# The columns of each table, with their types and which is the primary key: of this
+# version, or of aiodiskqueue 0.2.
+_KEY_COLUMNS = {("key", "INTEGER", 1), ("data", "BLOB", 0)}
+_COLUMNS = {
+    "queue": ({*_KEY_COLUMNS, ("checksum", "INTEGER", 0)}, _KEY_COLUMNS),
+    "meta": ({("name", "TEXT", 1), ("value", "TEXT", 0)},),
+    "size": ({("count", "INTEGER", 0), ("version", "INTEGER", 0)},),
 }
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
 _MAGIC = b"SQLite format 3\0"
+# What reading a damaged database raises: SQLite's error, or Python's when SQLite's message
+# quotes damaged text.
+_DAMAGED = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 class SqliteFile:
@@ -139,22 +147,22 @@ class SqliteFile:
                         return "its queue table is missing", False
                     return None
                 failed = sum(not _intact(*row) for row in look.execute(select, (0,)))
-        except sqlite3.DatabaseError as exc:
+        except _DAMAGED as exc:
             return str(exc), False
         return (f"{failed} record(s) fail their checksum", True) if failed else None
 
     def _look(self) -> sqlite3.Connection:
         """Connect for reading only, so that looking changes no file (see `read_only_uri`)."""
-        return sqlite3.connect(read_only_uri(self.path), uri=True)
+        return connect_read_only(self.path)
 
     def _salvage(self, problem: str, whole: bool) -> None:
         """Replace the damaged database by one that holds every record that can be read."""
         with contextlib.closing(self._look()) as look:
             try:
                 meta = _read_meta(look)[0]
-            except sqlite3.DatabaseError:
+            except _DAMAGED:
                 meta = dict(self.options.meta)
-            salvage = _Salvage(look, self.path)
+            salvage = _Salvage(look, self.path, scan=not whole)
             temporary = self._build(meta, salvage)
         try:
             recovery.damaged(
@@ -213,12 +221,23 @@ def read_only_uri(path: Path) -> str:
     return f"{path.absolute().as_uri()}?{mode}"
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Connect to the SQLite database at `path` for reading only, changing no file.
+
+    Damaged text (a table's name, a column's) must not stop the look: it reads as other
+    names than the format's, which is reported.
+    """
+    look = sqlite3.connect(read_only_uri(path), uri=True)
+    look.text_factory = lambda text: text.decode(errors="replace")
+    return look
+
+
 def sqlite_tables(path: Path) -> set[str] | None:
     """The names of the tables of the SQLite database at `path`; None if it is unreadable."""
     try:
-        with contextlib.closing(sqlite3.connect(read_only_uri(path), uri=True)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.Error:
+    except _DAMAGED:
         return None
     return {name for (name,) in rows}
 
@@ -227,33 +246,35 @@ class _Salvage:
     """The records of a damaged database that can be read and pass their checksum.
 
     Records are read in key order. Where reading fails, it goes on from the least key after
-    the damage from which reading works again. If any part could not be read, the file's
-    table pages are then searched for the records not read yet (see `_scan_pages`).
+    the damage from which reading works again. If any part could not be read, or `scan`
+    says that the database's structure is damaged (so that SQL may not see every record),
+    the file's table pages are then searched for the records not read yet (`_scan_pages`).
     """
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, scan: bool) -> None:
         self.db = db
         self.path = path
+        self.scan = scan  # search the pages even if SQL reads the table whole
         self.recovered = 0
         self.failed = 0  # records read that fail their checksum
         self.whole = True  # no part of the table was unreadable
 
     def __iter__(self) -> Iterator[Record]:
-        keys: set[int] = set()
-        for record in self._read():
-            keys.add(record.key)
-            yield record
-        if not self.whole:
-            for record in _scan_pages(self.path.read_bytes()):
-                if record.key not in keys:
-                    keys.add(record.key)
-                    self.recovered += 1
-                    yield record
+        keys: set[int] = set()  # a damaged page may hold a record twice: the first counts
+        for record in itertools.chain(self._read(), self._scanned()):
+            if record.key not in keys:
+                keys.add(record.key)
+                self.recovered += 1
+                yield record
+
+    def _scanned(self) -> Iterator[Record]:
+        if self.scan or not self.whole:  # known once `_read` is done
+            yield from _scan_pages(self.path.read_bytes())
 
     def _read(self) -> Iterator[Record]:
         try:
             select = _select(self.db)
-        except sqlite3.DatabaseError:
+        except _DAMAGED:
             select = None
         if select is None:
             self.whole = False
@@ -264,12 +285,11 @@ class _Salvage:
                 for key, data, checksum in self.db.execute(select, (start,)):
                     if _intact(key, data, checksum):
                         verified = max(verified, key)
-                        self.recovered += 1
                         yield Record(key, data)
                     else:
                         self.failed += 1
                 return
-            except sqlite3.DatabaseError:
+            except _DAMAGED:
                 self.whole = False
                 if verified >= start:  # first try a fresh search past the last good record
                     start = verified + 1
@@ -311,7 +331,7 @@ def _readable(db: sqlite3.Connection, select: str, start: int) -> bool | None:
     checksum; None if there is no such record."""
     try:
         row = db.execute(f"{select} LIMIT 1", (start,)).fetchone()
-    except sqlite3.DatabaseError:
+    except _DAMAGED:
         return False
     return None if row is None else _intact(*row)
 
@@ -335,9 +355,10 @@ def _columns(db: sqlite3.Connection, table: str = "queue") -> set[str]:
 def _schema_problem(db: sqlite3.Connection) -> str | None:
     """Say which of the queue's tables has other columns than it should; None if none."""
     for table, expected in _COLUMNS.items():
-        columns = _columns(db, table)
+        columns = {(row[1], row[2], row[5]) for row in db.execute(f"PRAGMA table_info({table})")}
         if columns and columns not in expected:
-            return f"its {table} table has the columns {', '.join(sorted(columns))}"
+            described = ", ".join(" ".join(map(str, column[:2])) for column in sorted(columns))
+            return f"its {table} table's columns are damaged ({described})"
     return None
 
 
