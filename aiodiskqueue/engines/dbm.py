@@ -967,10 +967,13 @@ class _Readable(Mapping[bytes, bytes]):
         self._db, self._problems, self.failed = db, problems, failed
         self._unreadable: set[bytes] = set()
         try:
-            self._keys = list(db.keys())
+            keys = list(db.keys())
         except _UNREADABLE as exc:
             self._fail(f"its keys cannot be read ({exc})")
-            self._keys = []
+            keys = []
+        self._keys = [key for key in keys if isinstance(key, bytes)]
+        if len(self._keys) < len(keys):  # dbm.sqlite3 reads a damaged key as NULL
+            self._fail(f"{len(keys) - len(self._keys)} key(s) cannot be read")
 
     def _fail(self, problem: str) -> None:
         self.failed = True
@@ -980,13 +983,18 @@ class _Readable(Mapping[bytes, bytes]):
         if key in self._unreadable:
             raise KeyError(key)
         try:
-            return self._db[key]
+            value = self._db[key]
         except KeyError:
             raise
         except _UNREADABLE as exc:
-            self._unreadable.add(key)
-            self._fail(f"{key.decode('latin-1')} cannot be read ({exc})")
-            raise KeyError(key) from exc
+            problem = str(exc)
+        else:
+            if isinstance(value, bytes):
+                return value
+            problem = f"not bytes but {type(value).__name__}"
+        self._unreadable.add(key)
+        self._fail(f"{key.decode('latin-1')} cannot be read ({problem})")
+        raise KeyError(key)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._keys)
