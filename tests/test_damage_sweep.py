@@ -24,6 +24,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -39,7 +40,8 @@ from aiodiskqueue.engines import (
 
 from .conftest import DBM_BACKENDS
 
-FLIPS_PER_FILE = 120
+FLIPS_PER_FILE = 120  # twice: across the whole file and across its bytes that are not zero
+MODES: tuple[Literal["raise", "recover"], ...] = ("raise", "recover")
 COUNTS = re.compile(r"(\d+) item\(s\) recovered, (\d+|an unknown number) lost")
 
 ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
@@ -154,7 +156,7 @@ async def test_damage_anywhere_is_reported_and_never_returns_a_damaged_item(
             damaged = bytearray(content)
             damage(damaged)
             new_queue = name == path.name and not damaged
-            for mode in ("raise", "recover"):
+            for mode in MODES:
                 restore(directory, {**healthy, name: bytes(damaged)})
                 caplog.clear()
                 problem = await trial(make, path, mode, stored, new_queue, caplog)
@@ -169,7 +171,7 @@ async def test_damage_anywhere_is_reported_and_never_returns_a_damaged_item(
 async def trial(
     make: Callable[[Path], StorageEngine],
     path: Path,
-    mode: str,
+    mode: Literal["raise", "recover"],
     stored: list[Record],
     new_queue: bool,
     caplog: pytest.LogCaptureFixture,
@@ -177,7 +179,7 @@ async def trial(
     """Open the damaged queue; return what went wrong, or None."""
     before = files_of(path.parent)
     try:
-        records = await open_and_read(make, path, OpenOptions(on_corruption=mode))  # type: ignore[arg-type]
+        records = await open_and_read(make, path, OpenOptions(on_corruption=mode))
     except QueueCorruptedError:
         if mode == "recover":
             return "QueueCorruptedError with recover"
