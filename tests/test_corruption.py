@@ -3,7 +3,7 @@
 Each test stores known records (each record's data is its key repeated), damages the files
 on disk, and opens the store again through the engine API. With ``on_corruption="recover"``
 the store opens with every intact record, in order, and no damaged one; the damaged files
-are kept as ``<name>.bak``; one warning says how many records were recovered and how many
+are kept as ``<name>.damaged-<time>``; one warning says how many records were recovered and how many
 were lost; and the store is healthy afterwards. With ``on_corruption="raise"`` opening
 raises `QueueCorruptedError` and no file changes.
 """
@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,11 @@ from aiodiskqueue.engines import (
     SqliteEngine,
     StorageEngine,
     framing,
+    recovery,
 )
+
+from .conftest import ENGINES as ALL_ENGINES
+from .conftest import FILE_ENGINES
 
 RECOVER = OpenOptions(on_corruption="recover")
 RAISE = OpenOptions(on_corruption="raise")
@@ -122,6 +127,13 @@ def garbage(data: bytearray, offsets: dict[int, int]) -> range:
     return range(0, 2**63)
 
 
+def truncated_by_a_page(data: bytearray, offsets: dict[int, int]) -> range:
+    """The file's last 4096 bytes (an SQLite page) cut off."""
+    cut = len(data) - 4096
+    del data[cut:]
+    return range(cut, 2**63)
+
+
 def zero_length(data: bytearray, offsets: dict[int, int]) -> range:
     """The file emptied."""
     data.clear()
@@ -130,12 +142,31 @@ def zero_length(data: bytearray, offsets: dict[int, int]) -> range:
 
 DAMAGE = {
     damage.__name__: damage
-    for damage in (truncated_tail, overwritten_middle, flipped_bit, garbage, zero_length)
+    for damage in (
+        truncated_tail,
+        truncated_by_a_page,
+        overwritten_middle,
+        flipped_bit,
+        garbage,
+        zero_length,
+    )
 }
+# An emptied file at the queue's path is a new queue (see test_an_empty_file_at_the_path_...).
+CASES = [
+    (engine, damage)
+    for engine in ENGINES
+    for damage in DAMAGE
+    if not (damage == "zero_length" and ENGINES[engine].data_suffix == "")
+]
 # Damage after which an engine must know how many records were lost.
 LOST_IS_KNOWN = {
-    "DbmEngine[dbm.dumb]": {"truncated_tail", "overwritten_middle", "flipped_bit"},
-    "PickledList": {"truncated_tail", "overwritten_middle", "flipped_bit"},
+    "DbmEngine[dbm.dumb]": {
+        "truncated_tail",
+        "truncated_by_a_page",
+        "overwritten_middle",
+        "flipped_bit",
+    },
+    "PickledList": {"truncated_tail", "truncated_by_a_page", "overwritten_middle", "flipped_bit"},
     "SqliteEngine": {"flipped_bit"},
 }
 
@@ -163,6 +194,12 @@ def damage_data(engine: Engine, path: Path, damage: Callable[..., range]) -> lis
         if not touched(start, end):
             intact.append(record)
     return intact
+
+
+def backup_of(file: Path) -> Path:
+    """The one backup kept of a damaged `file`."""
+    (backup,) = file.parent.glob(f"{file.name}.damaged-*")
+    return backup
 
 
 def files_of(path: Path) -> dict[str, bytes]:
@@ -209,7 +246,7 @@ def check_warning(
         assert not lost_is_known, message
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize(("engine", "damage"), CASES, indirect=["engine"])
 async def test_a_damaged_store_opens_with_every_intact_record_in_order(
     engine: Engine, damage: str, path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -223,11 +260,11 @@ async def test_a_damaged_store_opens_with_every_intact_record_in_order(
     assert [record.key for record in recovered] == sorted({record.key for record in recovered})
     for suffix in (engine.data_suffix, *engine.companions):
         name = f"{path.name}{suffix}"
-        assert (path.parent / f"{name}.bak").read_bytes() == damaged_files[name]
+        assert backup_of(path.parent / name).read_bytes() == damaged_files[name]
     check_warning(caplog, recovered, damage in LOST_IS_KNOWN[engine.name])
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize(("engine", "damage"), CASES, indirect=["engine"])
 async def test_a_recovered_store_is_healthy_again(
     engine: Engine, damage: str, path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -247,7 +284,7 @@ async def test_a_recovered_store_is_healthy_again(
     assert warnings_of(caplog) == []
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize(("engine", "damage"), CASES, indirect=["engine"])
 async def test_a_damaged_store_opened_with_raise_raises_and_changes_nothing(
     engine: Engine, damage: str, path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -275,7 +312,7 @@ async def test_dbm_dumb_without_its_index_recovers_every_record_from_the_data_fi
     data = Path(f"{path}.dat").read_bytes()
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         assert await open_and_read(DUMB, path) == stored
-    assert Path(f"{path}.dat.bak").read_bytes() == data
+    assert backup_of(Path(f"{path}.dat")).read_bytes() == data
     check_warning(caplog, stored, lost_is_known=True)
     assert "queue.db.dir is missing" in caplog.text
     caplog.clear()
@@ -326,7 +363,7 @@ async def test_dbm_dumb_without_its_data_file_opens_empty_with_a_backup_and_a_wa
     index = Path(f"{path}.dir").read_bytes()
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         assert await open_and_read(DUMB, path) == []
-    assert Path(f"{path}.dir.bak").read_bytes() == index
+    assert backup_of(Path(f"{path}.dir")).read_bytes() == index
     check_warning(caplog, [], lost_is_known=False)
     assert "queue.db.dat is missing" in caplog.text
 
@@ -376,8 +413,7 @@ async def test_a_file_that_is_no_dbm_database_is_kept_and_replaced_by_an_empty_q
     path.write_bytes(content)
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         assert await open_and_read(DUMB, path) == []
-    # Not <path>.bak: dbm.dumb keeps its previous index there and would delete the copy.
-    assert Path(f"{path}.1.bak").read_bytes() == content
+    assert backup_of(path).read_bytes() == content
     assert not path.exists()
     check_warning(caplog, [], lost_is_known=False)
     assert "not a dbm database" in caplog.text
@@ -414,7 +450,7 @@ async def test_sqlite_commits_in_the_log_of_a_killed_process_are_kept(
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         assert await open_and_read(sqlite, path, RAISE) == stored_records()
     assert warnings_of(caplog) == []
-    assert not list(path.parent.glob("*.bak"))
+    assert not list(path.parent.glob("*.damaged-*"))
 
 
 async def test_pickled_list_with_a_damaged_header_keeps_every_record(
@@ -484,3 +520,112 @@ async def test_an_sqlite_queue_of_0_2_keeps_its_records_and_gets_checksums(path:
     path.write_bytes(bytes(data))
     with pytest.raises(QueueCorruptedError, match="1 record"):
         await open_and_read(sqlite, path, RAISE)
+
+
+# New queues and the names of backups
+
+
+@pytest.mark.parametrize("make", list(ALL_ENGINES))
+async def test_an_empty_file_at_the_path_is_a_new_queue(
+    make: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    descriptor, name = tempfile.mkstemp(dir=tmp_path)  # what tests and scripts often do
+    os.close(descriptor)
+    path = Path(name)
+    engine = Engine(make, ALL_ENGINES[make], "", (), None)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        store = engine.make(path)
+        assert (await store.open(RAISE)).size == 0
+        await store.commit([Record(1, b"one")], [])
+        await store.close()
+        assert await open_and_read(engine, path, RAISE) == [Record(1, b"one")]
+    assert warnings_of(caplog) == []
+    assert not list(tmp_path.glob("*.damaged-*"))
+
+
+async def test_backups_take_names_that_no_queue_file_can_have(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store_records(DUMB, path)
+    own_index_backup = Path(f"{path}.bak").read_bytes()  # dbm.dumb's, beside every queue
+    damage_data(DUMB, path, flipped_bit)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        await open_and_read(DUMB, path)
+        await open_and_read(DUMB, path)
+    backups = sorted(path.parent.glob("*.damaged-*"))
+    assert {re.sub(r"\.damaged-\d{8}T\d{6}Z$", "", backup.name) for backup in backups} == {
+        f"{path.name}.dat",
+        f"{path.name}.dir",
+        f"{path.name}.bak",
+    }
+    assert backup_of(Path(f"{path}.bak")).read_bytes() == own_index_backup
+    for backup in backups:
+        with pytest.raises(ValueError, match="backups"):
+            DbmEngine(backup)
+        for make in ALL_ENGINES.values():
+            with pytest.raises(ValueError, match="backups"):
+                make(backup)
+    # A second backup of the same file in the same second does not replace the first.
+    first = backup_of(Path(f"{path}.dat"))
+    assert recovery.keep_backup(first.with_name(f"{path.name}.dat"), recovered=0, problem="x")
+    assert first.exists()
+
+
+# SQLite: damage to the parts that hold no records
+
+
+SQLITE = ENGINES["SqliteEngine"]
+
+
+def change_sqlite(path: Path, *statements: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as database:
+        for statement in statements:
+            database.execute(statement)
+
+
+def meta_without_not_null(path: Path) -> None:
+    """A meta row whose value is NULL, as a damaged page may read."""
+    schema = "UPDATE sqlite_master SET sql = replace(sql, {}, {}) WHERE name = 'meta'"
+    change_sqlite(path, "PRAGMA writable_schema=ON", schema.format("'TEXT NOT NULL'", "'TEXT'"))
+    change_sqlite(path, "INSERT INTO meta VALUES ('lost', NULL)")
+    change_sqlite(
+        path, "PRAGMA writable_schema=ON", schema.format("'value TEXT'", "'value TEXT NOT NULL'")
+    )
+
+
+def meta_that_is_no_text(path: Path) -> None:
+    change_sqlite(path, "INSERT INTO meta VALUES ('garbled', CAST(x'ff00fe' AS TEXT))")
+
+
+def schema_with_a_flipped_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[data.index(b"meta (name TEXT")] ^= 0x01  # "meta" becomes "leta"
+    data[data.index(b"(name TEXT")] ^= 0x01  # and its column "name" "oame"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage", [meta_without_not_null, meta_that_is_no_text, schema_with_a_flipped_bit]
+)
+async def test_sqlite_damage_outside_the_records_keeps_every_record(
+    path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await store_records(SQLITE, path)
+    damage(path)
+    before = files_of(path)
+    with pytest.raises(QueueCorruptedError, match=path.name):
+        await open_and_read(SQLITE, path, RAISE)
+    assert files_of(path) == before
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await open_and_read(SQLITE, path) == stored
+    assert len(warnings_of(caplog)) == 1
+    caplog.clear()
+    assert await open_and_read(SQLITE, path, RAISE) == stored
+
+
+@pytest.mark.parametrize("make", [*ALL_ENGINES, "SharedSqliteEngine"])
+async def test_a_directory_at_the_path_is_refused_and_left_alone(make: str, tmp_path: Path) -> None:
+    engine = FILE_ENGINES[make](tmp_path)
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        await engine.open()
+    assert list(tmp_path.iterdir()) == []

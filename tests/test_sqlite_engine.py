@@ -109,7 +109,7 @@ async def test_the_first_sharer_salvages_a_damaged_file(
     with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
         await within(engine.open())
     assert "not a database" in caplog.text
-    assert Path(f"{path}.bak").exists()
+    assert list(path.parent.glob(f"{path.name}.damaged-*"))
     assert engine.size() == 0
     await within(engine.close())
 

@@ -16,6 +16,7 @@ own thread) or, for a natively asynchronous backend, `StorageEngine` itself.
 from __future__ import annotations
 
 import abc
+import errno
 import os
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Literal, NamedTuple
 
 from ._worker import EngineThread
 from .locking import QueueLock
+from .recovery import backup_problem
 
 __all__ = [
     "FifoStorageEngine",
@@ -34,18 +36,21 @@ __all__ = [
     "ThreadedStorageEngine",
 ]
 
-BACKUP_SUFFIX = ".bak"
-
 
 def check_queue_path(path: str | os.PathLike[str]) -> Path:
-    """Return `path` as a `Path`; raise `ValueError` if it is one that backups take."""
+    """Return `path` as a `Path`; raise `ValueError` if it is one that backups take (see
+    `recovery`)."""
     checked = Path(path)
-    if checked.name.endswith(BACKUP_SUFFIX):
-        raise ValueError(
-            f"queue path {str(checked)!r} ends in {BACKUP_SUFFIX!r}, "
-            "which is reserved for backups of damaged queue files"
-        )
+    problem = backup_problem(checked)
+    if problem is not None:
+        raise ValueError(f"queue path {str(checked)!r} {problem}: it is reserved for them")
     return checked
+
+
+def check_not_a_directory(path: Path) -> None:
+    """Raise `IsADirectoryError` naming `path` if it is a directory, which holds no queue."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a queue's path must not be a directory", str(path))
 
 
 class Record(NamedTuple):
@@ -184,6 +189,7 @@ class ThreadedStorageEngine(StorageEngine):
         return stored
 
     def _lock_and_open(self, thread: EngineThread) -> Stored:
+        check_not_a_directory(self.path)
         if self.exclusive:
             lock = QueueLock(self.path)
             lock.acquire()

@@ -10,7 +10,9 @@ a crash cannot leave `dbm.dumb`'s index pointing at the wrong bytes.
 The database holds three kinds of key:
 
 ``meta``
-    JSON written once: the format, its version and the dbm backend that created the file.
+    JSON written once: the format, its version, the dbm backend that created the file, the
+    queue's meta and a CRC-32 of the JSON of those (``checksum``, which files written
+    before it was added lack), so that a damaged version is not taken for another one.
 ``page.<n>``
     A slot of fixed capacity holding one page: a 40-byte page header (magic ``AQDP``, the
     generation of the commit that wrote it, the first and last key of its records, the
@@ -19,8 +21,10 @@ The database holds three kinds of key:
 ``state.<capacity>.<0|1>``
     The commit record: generation, ``head`` (every key below it is removed), ``last_key``,
     and the removed keys above ``head``, with a CRC-32; written alternately to ``.0`` and
-    ``.1`` so that the previous one survives a torn write. A new database writes both
-    right after ``meta``, before any page, so that a data file cut short keeps them.
+    ``.1`` so that the previous one survives a torn write. Both keys of the pair always
+    exist: a new database writes both right after ``meta``, before any page, so that a
+    data file cut short keeps them, and a state that outgrows its capacity moves to a new
+    pair of twice the size, writing both keys and blanking the old pair with zero bytes.
 
 A commit writes the pages that receive records (rewriting the tail page in place: the bytes
 of the records it already held do not change), then the next state record, which is the
@@ -33,10 +37,18 @@ Opening reads every page header and checks each page's frames against their CRC-
 a page that fails it is searched record by record. Only the tail page's frames stay in
 memory; other pages are read when the queue reaches them. Records that the state counts
 but no page holds intact are lost: they are reported (see `recovery.damaged`) and a new
-state without them is written. Without a readable state, the pages say what the queue
-holds (removals above the first page's first key are then forgotten, so such records come
-back). A `dbm.dumb` index (``.dir``) that is lost or unreadable is rebuilt by scanning the
-data file (``.dat``) for values, which start at 512-byte block boundaries.
+state without them is written. A state record of the newest pair that is missing or fails
+its CRC-32 is reported too, since it may have been the newest: the other one then says
+which records were removed, and the pages which were put (so the removals of the newest
+commit are forgotten, and such records come back). Without a readable state, the pages say
+what the queue holds (removals above the first page's first key are then forgotten too).
+A database that its dbm module cannot open or read in full, or that holds keys no queue
+has, is reported and built anew from the values that can be read. A `dbm.dumb` index
+(``.dir``) that is lost, unreadable or names places where no value can be is rebuilt by
+scanning the data file (``.dat``) for values, which start at 512-byte block boundaries.
+A file with no queue's values, such as the empty file ``tempfile.mkstemp()`` leaves at the
+path, is a new queue; but a database that a dbm module other than `dbm.dumb` made is never
+left without them, so one that holds none is reported as damaged.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import ast
 import bisect
 import contextlib
 import dbm
+import gc
 import importlib
 import itertools
 import json
@@ -52,8 +65,10 @@ import logging
 import mmap
 import os
 import re
+import sqlite3
 import struct
 import sys
+import warnings
 import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -64,6 +79,7 @@ from typing import NamedTuple, cast
 from . import framing, recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
+from .sqlite_file import sqlite_tables
 
 __all__ = ["DbmEngine"]
 
@@ -83,6 +99,17 @@ _CHECKSUM = struct.Struct("<I")
 _PAGE_HEADER_SIZE = _PAGE_FIELDS.size + _CHECKSUM.size
 _STATE_HEADER = struct.Struct("<IQQQI")  # CRC-32, generation, head, last_key, removed count
 _SQLITE_MAGIC = b"SQLite format 3\0"
+# What dbm modules raise for a file they cannot read (dbm.sqlite3 lets some of SQLite's
+# through, and Python's when SQLite's message quotes damaged text).
+_UNREADABLE = (*dbm.error, sqlite3.Error, UnicodeDecodeError)
+_KEY = re.compile(rb"(meta)|(page)\.\d{1,18}|(state)\.\d{1,18}\.[01]")
+# The files of a database of each backend (dbm.dumb's previous index, .bak, included).
+_FILES = {
+    "dbm.dumb": (".dat", ".dir", ".bak"),
+    "dbm.ndbm": (".db", ".pag", ".dir"),
+    "dbm.gnu": ("",),
+    "dbm.sqlite3": ("", "-wal", "-shm"),
+}
 _META_START = b'{"format": "aiodiskqueue.dbm"'
 
 
@@ -132,40 +159,66 @@ class DbmEngine(ThreadedStorageEngine):
         repair = _dumb_index(self.path, problems, fsync) if found == "dbm.dumb" else _NO_REPAIR
         if found == "":
             problems.append("it is not a dbm database")
+        values = self._look(found, repair, problems)
         try:
-            values = self._values(found, repair)
-            new = not len(values)
             meta = self._read_meta(values, problems)
             lost = self._load(values, problems)
+            if found not in (None, "", "dbm.dumb") and not len(values) and not problems:
+                # A new database gets its meta and state at once: it was emptied.
+                problems.append("it holds none of the queue's records")
             if problems:
                 recovery.damaged(
                     self.options,
-                    *(Path(f"{self.path}{end}") for end in ("", ".dat", ".dir", ".pag", ".db")),
+                    self.path,  # named in the message, whichever files the backend has
+                    *self._files(found),
                     recovered=self._state.count,
                     lost=lost,
                     problem="; ".join(problems),
-                    reserved=[Path(f"{self.path}.bak")],  # dbm.dumb's previous index
                 )
-        except BaseException:
-            self._disconnect()
-            raise
-        self._repair(found == "", repair)
-        meta = self._write_opening(meta, new, repaired=bool(problems))
+            # A damaged database (but dbm.dumb's, repaired above) is built anew from what
+            # can be read: its module may fail to write to it.
+            rebuild = values.failed or (problems and found not in ("", "dbm.dumb"))
+            salvaged = dict(values.readable()) if rebuild else None
+        finally:
+            values.close()
+        self._repair(found, repair, salvaged)
+        meta = self._write_opening(meta, new=not len(values), repaired=bool(problems))
         logger.debug("opened %s with backend %s", self.path, self.backend)
         return Stored(size=self._state.count, last_key=self._state.last_key, meta=meta)
 
-    def _values(self, found: str | None, repair: _DumbRepair) -> Mapping[bytes, bytes]:
-        """The database's values, to look at before anything is changed."""
-        if found == "":
-            return {}
-        if repair.rebuilt is not None:
-            return _DumbValues(self.path, repair.rebuilt)
-        return self._connect()
+    def _files(self, backend: str | None) -> list[Path]:
+        """The files that hold a database of `backend` (of any backend if None or "")."""
+        suffixes = _FILES.get(backend or "", sorted(set(itertools.chain(*_FILES.values()))))
+        return [Path(f"{self.path}{suffix}") for suffix in suffixes]
 
-    def _repair(self, not_dbm: bool, repair: _DumbRepair) -> None:
+    def _look(self, found: str | None, repair: _DumbRepair, problems: list[str]) -> _Readable:
+        """The database's values, to look at before anything is changed."""
+        if repair.rebuilt is not None:
+            return _Readable(_DumbValues(self.path, repair.rebuilt), problems)
+        if not found or (found == "dbm.dumb" and not Path(f"{self.path}.dir").exists()):
+            return _Readable({}, problems)  # (dbm.dumb writes its index after its data file)
+        # A read-only SQLite connection would leave behind the -wal and -shm it creates.
+        flag = "w" if found == "dbm.sqlite3" else "r"
+        try:
+            return _Readable(self._open_module(flag), problems)
+        except _UNREADABLE as exc:
+            problems.append(f"{found} cannot open it ({exc})")
+        # dbm.sqlite3 then leaves its connection open, in a reference cycle: collect it
+        # (once the exception is gone), so that it closes and removes the -wal and -shm it made.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        return _Readable({}, problems, failed=True)
+
+    def _repair(
+        self, found: str | None, repair: _DumbRepair, salvaged: dict[bytes, bytes] | None
+    ) -> None:
         """Make the damaged files fit to be opened and written (after `recovery.damaged`)."""
-        if not_dbm:
+        if found == "":
             self.path.unlink()
+        if salvaged is not None:  # the database is damaged inside: build a new one
+            for file in self._files(found):
+                file.unlink(missing_ok=True)
         if repair.rebuilt is not None:
             index = _index_text(repair.rebuilt)
             write_atomically(Path(f"{self.path}.dir"), index, fsync=self.options.fsync)
@@ -174,8 +227,10 @@ class DbmEngine(ThreadedStorageEngine):
         data = Path(f"{self.path}.dat")
         if repair.data_size and repair.data_size > data.stat().st_size:
             os.truncate(data, repair.data_size)  # zero bytes where the lost ones were
-        if self._db is None:
-            self._connect()
+        db = self._connect()
+        for key, value in (salvaged or {}).items():
+            if _kind(key) is not None:
+                db[key] = value
 
     def _write_opening(
         self, meta: dict[str, str] | None, new: bool, repaired: bool
@@ -186,7 +241,7 @@ class DbmEngine(ThreadedStorageEngine):
             if meta is None:
                 meta = dict(self.options.meta)
                 content = {"format": _FORMAT, "version": _VERSION, "backend": self.backend}
-                db[_META_KEY] = json.dumps({**content, "meta": meta}).encode()
+                db[_META_KEY] = _meta_record({**content, "meta": meta})
             if new:  # the state records come first in the files, before any page
                 for generation in (0, 1):
                     self._state = replace(self._state, generation=generation)
@@ -195,87 +250,129 @@ class DbmEngine(ThreadedStorageEngine):
             elif repaired:
                 self._generation += 1
                 self._state = self._state.advanced(self._generation)
-                self._write_state(self._state)
+                self._write_state(self._state, whole_pair=True)
         if (new or repaired) and self.options.fsync:
             fsync_directory(self.path.parent)
         return meta
 
     def _existing_backend(self) -> str | None:
-        """Return the dbm module of the queue's files: None if there are none, "" if the
-        file at the path is not a dbm database."""
-        found = dbm.whichdb(str(self.path))
-        if not found and any(Path(f"{self.path}{suffix}").exists() for suffix in (".dat", ".dir")):
-            found = "dbm.dumb"  # whose index is missing or damaged: see `_dumb_index`
-        if found == "":
+        """Return the dbm module of the queue's files: None if there are none (an empty
+        file at the path, such as ``tempfile.mkstemp()`` leaves, is none), "" if the file
+        at the path is not a dbm database.
+
+        Told by the files' names first, so that a database too damaged to open is known.
+        """
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            found = dbm.whichdb(str(self.path))
+        elif any(file.exists() for file in self._files("dbm.ndbm")[:2]):  # .db, or .pag
+            found = "dbm.ndbm"
+        elif any(file.exists() for file in self._files("dbm.dumb")[:2]):
+            found = "dbm.dumb"  # whose index may be missing or damaged: see `_dumb_index`
+        else:
+            return None
+        if found in ("", "dbm.sqlite3"):
             with self.path.open("rb") as file:
-                if file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-                    raise ValueError(f"{self.path} is an SQLite database, not a dbm database")
-        elif found is not None and self.backend is not None and found != self.backend:
+                sqlite = file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+            # dbm.sqlite3 keeps its values in a table "Dict"; an unreadable schema is damage.
+            tables = sqlite_tables(self.path) if sqlite else None
+            if sqlite and (found == "" or (tables is not None and "Dict" not in tables)):
+                raise ValueError(f"{self.path} is an SQLite database, not a dbm database")
+        if found and self.backend is not None and found != self.backend:
             raise ValueError(f"{self.path} is a {found} database, not {self.backend}")
         return found
 
     def _connect(self) -> MutableMapping[bytes, bytes]:
-        assert self.backend is not None
-        module = importlib.import_module(self.backend)
-        self._db = cast(
-            MutableMapping[bytes, bytes], module.open(str(self.path), "c", PRIVATE_MODE)
-        )
+        self._db = self._open_module("c")
         return self._db
+
+    def _open_module(self, flag: str) -> MutableMapping[bytes, bytes]:
+        assert self.backend is not None
+        try:
+            module = importlib.import_module(self.backend)
+        except ImportError as exc:
+            raise ValueError(f"{self.path} is a {self.backend} database: {exc}") from exc
+        return cast(MutableMapping[bytes, bytes], module.open(str(self.path), flag, PRIVATE_MODE))
 
     def _read_meta(
         self, values: Mapping[bytes, bytes], problems: list[str]
     ) -> dict[str, str] | None:
-        """Return the queue's meta; None if the database is new or its meta is lost."""
+        """Return the queue's meta; None if the database is new or its meta is lost.
+
+        Keys that no queue has are damage if the database holds any of the queue's keys;
+        if it holds none, it is another program's database, which is refused.
+        """
+        keys = list(values)
+        unknown = [key for key in keys if _kind(key) is None]
+        if unknown and len(unknown) == len(keys):
+            raise ValueError(f"{self.path} is a dbm database of something else")
+        if unknown:  # (the database is then built anew without them)
+            problems.append(f"{len(unknown)} key(s) that no queue has")
         value = values.get(_META_KEY)
         try:
             content = json.loads(value) if value is not None else None
         except ValueError:  # not JSON, or not text
             content = None
-        if isinstance(content, dict):
-            if content.get("format") != _FORMAT or content.get("version") != _VERSION:
+        if isinstance(content, dict) and content.get("format") == _FORMAT and _checked(content):
+            version, meta = content.get("version"), content.get("meta")
+            if isinstance(version, int) and version != _VERSION:
                 raise ValueError(f"{self.path} is not a DbmEngine queue of version {_VERSION}")
-            return {str(name): str(value) for name, value in content["meta"].items()}
-        keys = list(values.keys())
-        if any(
-            not key.startswith((_PAGE_PREFIX, _STATE_PREFIX)) for key in keys if key != _META_KEY
-        ):
-            raise ValueError(f"{self.path} is a dbm database of something else")
+            if version == _VERSION and isinstance(meta, dict):
+                return {str(name): str(value) for name, value in meta.items()}
         if keys:
             problems.append("its meta record is " + ("missing" if value is None else "damaged"))
         return None
 
     def _load(self, values: Mapping[bytes, bytes], problems: list[str]) -> int | None:
-        """Read the state and the pages; return how many records are lost (None: unknown)."""
-        states, pages, stated = [], [], False
-        for key in list(values.keys()):
-            if key.startswith(_STATE_PREFIX):
-                value = values[key]
+        """Read the state and the pages; return how many records are lost (None: unknown).
+
+        Both state records of the current pair must be intact. If one is damaged, it may
+        have been the newest: the pages then say which records were put after the other
+        one, and the removals since it are forgotten (such records come back).
+        """
+        stored_states, pages = [], []
+        for key in values:
+            kind, value = _kind(key), values.get(key)
+            if value is None or kind is None:  # reported by `_Readable`, `_read_meta`
+                continue
+            if kind == "state":
+                stored_states.append((int(key.split(b".")[1]), value))
                 self._state_capacity = max(self._state_capacity, len(value))
-                state = _State.decode(value)
-                if state is not None:
-                    states.append(state)
-                stated = True
-            elif key.startswith(_PAGE_PREFIX):
-                slot, content = int(key[len(_PAGE_PREFIX) :]), values[key]
-                self._slots[slot] = len(content)
-                pages.append(_Page.parse(slot, content))  # its metadata only: memory stays small
-        if states:
-            self._state = max(states, key=lambda state: state.generation)
-        elif pages:  # no readable commit record: take what the pages hold
-            self._state = _State(last_key=sys.maxsize)
+            elif kind == "page":
+                slot = int(key[len(_PAGE_PREFIX) :])
+                self._slots[slot] = len(value)
+                pages.append(_Page.parse(slot, value))  # its metadata only: memory stays small
+        # An older pair of state records is blanked when the state moves to a larger pair;
+        # the newest pair always has both.
+        top = max((capacity for capacity, _ in stored_states), default=0)
+        states = []
+        damaged_states = 2 - sum(capacity == top for capacity, _ in stored_states) if top else 0
+        for capacity, value in stored_states:
+            state = _State.decode(value) if len(value) == capacity else None
+            if state is not None:
+                states.append(state)
+            elif capacity == top:
+                damaged_states += 1
+        known = self._state = max(states, key=lambda state: state.generation, default=_State())
         self._generation = self._state.generation
+        rolled = not states or damaged_states > 0  # the pages say where the queue ends
+        if rolled:
+            self._state = replace(self._state, last_key=sys.maxsize)
         damaged = self._place_pages(pages, values)
-        if (pages or stated) and not states:
-            first, last = (self._pages[0], self._pages[-1]) if self._pages else (None, None)
-            self._state = _State(
-                head=first.first_key if first else 1, last_key=last.last_key if last else 0
-            )
-            problems.append("no state record")
+        if rolled:
+            last = self._pages[-1].last_key if self._pages else 0
+            if states:
+                problems.append("a commit record is damaged")
+                self._state = replace(known, last_key=max(known.last_key, last))
+            else:
+                first = self._pages[0].first_key if self._pages else 1
+                self._state = _State(head=first, last_key=last)
+                if len(values):
+                    problems.append("no state record")
         missing = self._missing_keys() | (damaged - self._state.removed)
         if missing:
             problems.append(f"{len(missing)} record(s) missing or damaged")
             self._state = replace(self._state, removed=self._state.removed | missing)
-        return len(missing) if states else None
+        return None if rolled else len(missing)
 
     def _place_pages(self, pages: list[_Page], values: Mapping[bytes, bytes]) -> set[int]:
         """Find the live page for each stored key; every other slot becomes free.
@@ -302,7 +399,8 @@ class DbmEngine(ThreadedStorageEngine):
         self._pages = deque(live)
         if self._pages:  # the tail page's frames are kept in memory, to append to
             tail = self._pages[-1]
-            records = _Page.records(values[_PAGE_PREFIX + b"%d" % tail.slot], tail.last_key)
+            content = values.get(_PAGE_PREFIX + b"%d" % tail.slot, b"")
+            records = _Page.records(content, tail.last_key)
             self._tail = tail.frames = bytearray(b"".join(map(framing.frame, records)))
         head, last_key = self._state.head, self._state.last_key
         return {key for page in live for key in page.damaged if head <= key <= last_key}
@@ -415,14 +513,21 @@ class DbmEngine(ThreadedStorageEngine):
             page.frames = bytearray()
         self._tail = self._pages[-1].frames if self._pages else bytearray()
 
-    def _write_state(self, state: _State) -> None:
+    def _write_state(self, state: _State, whole_pair: bool = False) -> None:
+        """Write `state` in its place in the current pair (in both places with `whole_pair`)."""
         db = self._connected()
         value, old = state.encode(), self._state_capacity
         if len(value) > old:
             # A larger value would not fit in place: move to a new pair of keys.
             self._state_capacity = max(_blocks(len(value)), 2 * old)
-        db[self._state_key(state.generation)] = value.ljust(self._state_capacity, b"\0")
-        if self._state_capacity != old:
+        value = value.ljust(self._state_capacity, b"\0")
+        db[self._state_key(state.generation)] = value
+        moved = self._state_capacity != old
+        if whole_pair or moved:
+            # The new pair starts whole, its other key holding the same state until the next
+            # commit, so that a key missing from the newest pair is known to be damage.
+            db[self._state_key(state.generation + 1)] = value
+        if moved:
             # Blank the old pair, which would pass for the newest state if the new one were lost.
             for parity in (0, 1):
                 key = _STATE_PREFIX + b"%d.%d" % (old, parity)
@@ -616,6 +721,24 @@ def _intact(content: bytes, header: _PageHeader) -> bool:
     return len(frames) == header.length and zlib.crc32(frames) == header.checksum
 
 
+def _meta_record(content: dict[str, object]) -> bytes:
+    """The meta record of `content`, with a CRC-32 of its JSON."""
+    checksum = zlib.crc32(json.dumps(content).encode())
+    return json.dumps({**content, "checksum": checksum}).encode()
+
+
+def _checked(content: dict[str, object]) -> bool:
+    """Whether a meta record's content passes its CRC-32 (removed from it), if it has one."""
+    checksum = content.pop("checksum", None)
+    return checksum is None or checksum == zlib.crc32(json.dumps(content).encode())
+
+
+def _kind(key: bytes) -> str | None:
+    """Which of the queue's keys `key` is: "meta", "page" or "state"; None if none."""
+    match = _KEY.fullmatch(key)
+    return None if match is None else next(kind.decode() for kind in match.groups() if kind)
+
+
 def _blocks(size: int) -> int:
     """Round `size` up to whole dbm blocks."""
     return max(_BLOCK, -(-size // _BLOCK) * _BLOCK)
@@ -652,23 +775,36 @@ def _dumb_index(path: Path, problems: list[str], fsync: bool) -> _DumbRepair:
     close after renaming the old one to ``<path>.bak``. A crash can tear the last line or
     leave the rewrite unfinished. Since this engine never deletes keys nor moves values,
     the union of the readable lines of both files is the whole index: it is written back at
-    once. Damage is added to `problems`: an index lost in another way (missing with no
-    previous copy, or unreadable before its last line) is rebuilt by scanning the data
-    file; a data file shorter than its index says must be made long enough again, or
-    `dbm.dumb` would append new values over the space of old ones.
+    once. (``<path>.bak`` is only a copy: its lines that are unreadable, or that disagree
+    with ``<path>.dir``, are passed over.) Damage is added to `problems`: an index lost in
+    another way (missing with no previous copy, unreadable before its last line, or naming
+    places where no value can be) is rebuilt by scanning the data file; a data file
+    shorter than its index says must be made long enough again, or `dbm.dumb` would append
+    new values over the space of old ones.
     """
     data, index_path = Path(f"{path}.dat"), Path(f"{path}.dir")
-    current, torn, garbled = _read_dumb_index(index_path)
-    previous, _, _ = _read_dumb_index(Path(f"{path}.bak"))
-    whole = {**previous, **current}
+    current, torn, garbled, foreign = _read_dumb_index(index_path)
+    if foreign and not current:
+        raise ValueError(f"{path} is a dbm database of something else")
+    previous = _read_dumb_index(Path(f"{path}.bak"))[0]
+    whole = dict(current)
+    for key, place in previous.items():
+        if key not in whole and _placeable(whole, place):
+            whole[key] = place
     if not data.exists():
         if not whole:
             return _NO_REPAIR  # dbm.dumb creates both files
         problems.append(f"{data.name} is missing")
         return _DumbRepair({}, 0)
     size = data.stat().st_size
-    if garbled or (not whole and size > 0):
-        lost = "unreadable" if garbled or torn else "empty" if index_path.exists() else "missing"
+    if garbled or foreign or not _placed_apart(current) or (not whole and size > 0):
+        lost = (
+            "unreadable"
+            if garbled or torn or foreign or current
+            else "empty"
+            if index_path.exists()
+            else "missing"
+        )
         problems.append(f"{index_path.name} is {lost}")
         return _DumbRepair(_scan_dumb_data(data), 0)
     if torn or whole != current:
@@ -680,28 +816,60 @@ def _dumb_index(path: Path, problems: list[str], fsync: bool) -> _DumbRepair:
     return _DumbRepair(None, needed)
 
 
+def _placeable(index: _Index, place: tuple[int, int]) -> bool:
+    """Whether a value at `place` would share no block with the values in `index`."""
+    return _placed_apart({**index, "": place})
+
+
+def _placed_apart(index: _Index) -> bool:
+    """Whether every value in `index` starts at a block and shares no block with another."""
+    end = 0
+    for position, size in sorted(index.values()):
+        if position % _BLOCK or size <= 0 or position < end:
+            return False
+        end = position + _blocks(size)
+    return True
+
+
 _PLAIN_INDEX_LINE = re.compile(r"'([\w.]+)', \((\d+), (\d+)\)")
 
 
-def _read_dumb_index(path: Path) -> tuple[_Index, bool, bool]:
-    """Return the entries of a `dbm.dumb` index file, whether its last line is unreadable
-    (torn by a crash), and whether any other line is."""
+def _read_dumb_index(path: Path) -> tuple[_Index, bool, bool, bool]:
+    """Read a `dbm.dumb` index file as `dbm.dumb` does.
+
+    Return the entries of this engine's keys, whether its last line is unreadable (torn by
+    a crash), whether any other line is, and whether any line names a key no queue has.
+    """
     entries: _Index = {}
     unreadable: list[int] = []
-    lines = path.read_text(encoding="latin-1").splitlines() if path.exists() else []
+    foreign = False
+    lines = []
+    if path.exists():
+        with path.open(encoding="latin-1") as file:
+            lines = [line.rstrip() for line in file]
     for number, line in enumerate(lines):
         plain = _PLAIN_INDEX_LINE.fullmatch(line)  # the lines this engine's keys give: fast
         if plain is not None:
-            entries[plain[1]] = (int(plain[2]), int(plain[3]))
-            continue
-        try:
-            key, position = ast.literal_eval(line)
-        except (SyntaxError, ValueError, TypeError):
-            unreadable.append(number)
+            key, place = plain[1], (int(plain[2]), int(plain[3]))
         else:
-            entries[key] = position
+            try:
+                key, place = ast.literal_eval(line)
+            except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+                unreadable.append(number)
+                continue
+        if not (
+            isinstance(key, str)
+            and isinstance(place, tuple)
+            and len(place) == 2
+            and all(type(number) is int for number in place)
+        ):
+            unreadable.append(number)
+        elif _kind(key.encode("latin-1")) is None:
+            foreign = True
+        else:
+            entries[key] = place
     torn = unreadable[-1:] == [len(lines) - 1]
-    return entries, torn, len(unreadable) > (1 if torn else 0)
+    return entries, torn, len(unreadable) > (1 if torn else 0), foreign
 
 
 def _index_text(index: _Index) -> bytes:
@@ -784,3 +952,64 @@ class _DumbValues(Mapping[bytes, bytes]):
 
     def __len__(self) -> int:
         return len(self._index)
+
+
+class _Readable(Mapping[bytes, bytes]):
+    """A database's values as far as they can be read.
+
+    A value that cannot be read is missing, and said so in `problems`; `failed` tells that
+    any could not be, so that the database must be built anew from `readable()`.
+    """
+
+    def __init__(
+        self, db: Mapping[bytes, bytes], problems: list[str], failed: bool = False
+    ) -> None:
+        self._db, self._problems, self.failed = db, problems, failed
+        self._unreadable: set[bytes] = set()
+        try:
+            keys = list(db.keys())
+        except _UNREADABLE as exc:
+            self._fail(f"its keys cannot be read ({exc})")
+            keys = []
+        self._keys = [key for key in keys if isinstance(key, bytes)]
+        if len(self._keys) < len(keys):  # dbm.sqlite3 reads a damaged key as NULL
+            self._fail(f"{len(keys) - len(self._keys)} key(s) cannot be read")
+
+    def _fail(self, problem: str) -> None:
+        self.failed = True
+        self._problems.append(problem)
+
+    def __getitem__(self, key: bytes) -> bytes:
+        if key in self._unreadable:
+            raise KeyError(key)
+        try:
+            value = self._db[key]
+        except KeyError:
+            raise
+        except _UNREADABLE as exc:
+            problem = str(exc)
+        else:
+            if isinstance(value, bytes):
+                return value
+            problem = f"not bytes but {type(value).__name__}"
+        self._unreadable.add(key)
+        self._fail(f"{key.decode('latin-1')} cannot be read ({problem})")
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def readable(self) -> Iterator[tuple[bytes, bytes]]:
+        """Yield the keys and values that can be read."""
+        for key in self._keys:
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def close(self) -> None:
+        close = getattr(self._db, "close", None)
+        if close is not None:
+            close()

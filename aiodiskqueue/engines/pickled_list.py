@@ -68,6 +68,10 @@ class PickledList(ThreadedStorageEngine):
         try:
             content = self.path.read_bytes()
         except FileNotFoundError:
+            content = b""
+        # The file is written whole, so an empty one was not: it is the one that
+        # tempfile.mkstemp() leaves, for a new queue.
+        if not content:
             self._meta, self._records = dict(self.options.meta), []
             self._write(self._records)
         else:
@@ -122,9 +126,8 @@ def _load(content: bytes) -> _Loaded:
     """Read a file's meta and its intact records, and say what is wrong with it if anything."""
     header = _header(content)
     if header is None:
-        problem = "the file is empty" if not content else "its header is damaged"
         records = list(framing.unframe(content, 1, gaps=True))
-        return _Loaded(None, records, None, problem)
+        return _Loaded(None, records, None, "its header is damaged")
     meta, count, last_key, start = header
     records, end = [], 0
     for key, data, frame_end in framing.scan(content[start:], 1, gaps=True, last_key=last_key):

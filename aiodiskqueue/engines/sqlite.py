@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from . import framing
 from ._worker import EngineThread
-from .base import DEFAULT_OPTIONS, OpenOptions, check_queue_path
+from .base import DEFAULT_OPTIONS, OpenOptions, check_not_a_directory, check_queue_path
 from .locking import QueueLock
 from .shared import KnownSize, SharedStorageEngine
 from .sqlite_file import INSERT, SqliteFile, transaction
@@ -93,6 +93,7 @@ class SharedSqliteEngine(SharedStorageEngine):
     def _blocking_open(
         self, file: SqliteFile, thread: EngineThread
     ) -> tuple[dict[str, str], _Size]:
+        check_not_a_directory(self.path)
         lock = QueueLock(self.path)
         first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
         thread.lock = lock

@@ -11,17 +11,22 @@ the number of its puts and gets, so that a count read earlier is known to be old
 database is in WAL mode.
 
 A new database is built beside its path and renamed into place, so an existing file is
-never legitimately empty. Checking reads only (``PRAGMA quick_check`` and every record's
-checksum), so that nothing changes unless the database is damaged. A damaged database
-("file is not a database", "database disk image is malformed", an empty file, a record
-that fails its checksum) is salvaged: its records are read in key order, skipping past the
-parts that cannot be read, into a fresh database, which replaces it once
-`recovery.damaged` has kept a backup.
+never legitimately empty: an empty file (without a log) is the one ``tempfile.mkstemp()``
+leaves, and becomes a new queue. Checking reads only (``PRAGMA quick_check``, the tables'
+columns, the meta rows and every record's checksum), so that nothing changes unless the
+database is damaged. A damaged database ("file is not a database", "database disk image is
+malformed", a damaged schema or meta row, a record that fails its checksum) is salvaged:
+its records are read in key order, skipping past the parts that cannot be read, into a
+fresh database, which replaces it once `recovery.damaged` has kept a backup. If SQL cannot
+read the queue table whole, the file's table pages are then searched, byte by byte as
+SQLite lays them out, for records that pass their checksum (`_scan_pages`); pages on the
+free list are passed over, but a record removed shortly before may still come back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,7 +36,15 @@ from . import framing, recovery
 from .base import OpenOptions, Record
 from .files import create_private, fsync_file, replace
 
-__all__ = ["INSERT", "SqliteFile", "transaction", "with_checksums"]
+__all__ = [
+    "INSERT",
+    "SqliteFile",
+    "connect_read_only",
+    "read_only_uri",
+    "sqlite_tables",
+    "transaction",
+    "with_checksums",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +54,19 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS size (count INTEGER NOT NULL, version INTEGER NOT NULL);
 """
 INSERT = "INSERT INTO queue (key, data, checksum) VALUES (?, ?, ?)"
+# The columns of each table, with their types and which is the primary key: of this
+# version, or of aiodiskqueue 0.2.
+_KEY_COLUMNS = {("key", "INTEGER", 1), ("data", "BLOB", 0)}
+_COLUMNS = {
+    "queue": ({*_KEY_COLUMNS, ("checksum", "INTEGER", 0)}, _KEY_COLUMNS),
+    "meta": ({("name", "TEXT", 1), ("value", "TEXT", 0)},),
+    "size": ({("count", "INTEGER", 0), ("version", "INTEGER", 0)},),
+}
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
+_MAGIC = b"SQLite format 3\0"
+# What reading a damaged database raises: SQLite's error, or Python's when SQLite's message
+# quotes damaged text.
+_DAMAGED = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 class SqliteFile:
@@ -53,12 +78,23 @@ class SqliteFile:
 
     def prepare(self) -> None:
         """Create the database if there is none; check it, and salvage it if it is damaged."""
-        if not self.path.exists():
+        if self._is_new():
             self._install(self._build(self.options.meta, ()))
         else:
             damage = self._check()
             if damage is not None:
                 self._salvage(*damage)
+
+    def _is_new(self) -> bool:
+        """Whether there is no database yet: no file, or an empty one without a log.
+
+        A database is built beside its path and renamed into place, so an empty file is
+        none of ours: it is the one that ``tempfile.mkstemp()`` leaves, for a new queue.
+        """
+        if not self.path.exists():
+            return True
+        wal = self._sibling("-wal")
+        return self.path.stat().st_size == 0 and (not wal.exists() or wal.stat().st_size == 0)
 
     def connect(self, timeout: float = 5.0) -> sqlite3.Connection:
         """Connect in autocommit mode, with the tables, the journal and the synchronous mode
@@ -83,8 +119,12 @@ class SqliteFile:
 
     def _check(self) -> tuple[str, bool] | None:
         """Say what is wrong with the database, and whether its structure is whole."""
-        if self.path.stat().st_size == 0:
+        with self.path.open("rb") as file:
+            start = file.read(len(_MAGIC))
+        if not start:
             return "the file is empty", False
+        if start != _MAGIC:
+            return "file is not a database", False  # as SQLite says it
         try:
             with contextlib.closing(self._look()) as look:
                 report = [
@@ -96,31 +136,33 @@ class SqliteFile:
                 if report != ["ok"]:
                     more = f" (and {len(report) - 1} more)" if len(report) > 1 else ""
                     return f"quick_check: {report[0]}{more}", False
+                problem = _schema_problem(look)
+                if problem is not None:
+                    return problem, False
+                if not _read_meta(look)[1]:
+                    return "its meta table holds a row that is no text", True
                 select = _select(look)
                 if select is None:  # a database that holds no queue yet: it gets the tables
+                    if any(_scan_pages(self.path.read_bytes())):
+                        return "its queue table is missing", False
                     return None
                 failed = sum(not _intact(*row) for row in look.execute(select, (0,)))
-        except sqlite3.DatabaseError as exc:
+        except _DAMAGED as exc:
             return str(exc), False
         return (f"{failed} record(s) fail their checksum", True) if failed else None
 
     def _look(self) -> sqlite3.Connection:
-        """Connect for reading only, so that looking changes no file.
-
-        A -wal left by a killed process holds commits, so it is read (SQLite may create
-        its -shm index for that); without one, the file is opened as immutable.
-        """
-        mode = "mode=ro" if self._sibling("-wal").exists() else "immutable=1"
-        return sqlite3.connect(f"{self.path.absolute().as_uri()}?{mode}", uri=True)
+        """Connect for reading only, so that looking changes no file (see `read_only_uri`)."""
+        return connect_read_only(self.path)
 
     def _salvage(self, problem: str, whole: bool) -> None:
         """Replace the damaged database by one that holds every record that can be read."""
         with contextlib.closing(self._look()) as look:
             try:
-                meta = dict(look.execute("SELECT name, value FROM meta"))
-            except sqlite3.DatabaseError:
+                meta = _read_meta(look)[0]
+            except _DAMAGED:
                 meta = dict(self.options.meta)
-            salvage = _Salvage(look)
+            salvage = _Salvage(look, self.path, scan=not whole)
             temporary = self._build(meta, salvage)
         try:
             recovery.damaged(
@@ -169,23 +211,70 @@ class SqliteFile:
         return self.path.with_name(self.path.name + suffix)
 
 
+def read_only_uri(path: Path) -> str:
+    """The URI that opens the SQLite database at `path` for reading only, changing no file.
+
+    A -wal left by a killed process holds commits, so it is read (SQLite may create its
+    -shm index for that); without one, the file is opened as immutable.
+    """
+    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+    return f"{path.absolute().as_uri()}?{mode}"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Connect to the SQLite database at `path` for reading only, changing no file.
+
+    Damaged text (a table's name, a column's) must not stop the look: it reads as other
+    names than the format's, which is reported.
+    """
+    look = sqlite3.connect(read_only_uri(path), uri=True)
+    look.text_factory = lambda text: text.decode(errors="replace")
+    return look
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The names of the tables of the SQLite database at `path`; None if it is unreadable."""
+    try:
+        with contextlib.closing(connect_read_only(path)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except _DAMAGED:
+        return None
+    return {name for (name,) in rows}
+
+
 class _Salvage:
     """The records of a damaged database that can be read and pass their checksum.
 
     Records are read in key order. Where reading fails, it goes on from the least key after
-    the damage from which reading works again.
+    the damage from which reading works again. If any part could not be read, or `scan`
+    says that the database's structure is damaged (so that SQL may not see every record),
+    the file's table pages are then searched for the records not read yet (`_scan_pages`).
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, scan: bool) -> None:
         self.db = db
+        self.path = path
+        self.scan = scan  # search the pages even if SQL reads the table whole
         self.recovered = 0
         self.failed = 0  # records read that fail their checksum
         self.whole = True  # no part of the table was unreadable
 
     def __iter__(self) -> Iterator[Record]:
+        keys: set[int] = set()  # a damaged page may hold a record twice: the first counts
+        for record in itertools.chain(self._read(), self._scanned()):
+            if record.key not in keys:
+                keys.add(record.key)
+                self.recovered += 1
+                yield record
+
+    def _scanned(self) -> Iterator[Record]:
+        if self.scan or not self.whole:  # known once `_read` is done
+            yield from _scan_pages(self.path.read_bytes())
+
+    def _read(self) -> Iterator[Record]:
         try:
             select = _select(self.db)
-        except sqlite3.DatabaseError:
+        except _DAMAGED:
             select = None
         if select is None:
             self.whole = False
@@ -196,12 +285,11 @@ class _Salvage:
                 for key, data, checksum in self.db.execute(select, (start,)):
                     if _intact(key, data, checksum):
                         verified = max(verified, key)
-                        self.recovered += 1
                         yield Record(key, data)
                     else:
                         self.failed += 1
                 return
-            except sqlite3.DatabaseError:
+            except _DAMAGED:
                 self.whole = False
                 if verified >= start:  # first try a fresh search past the last good record
                     start = verified + 1
@@ -243,7 +331,7 @@ def _readable(db: sqlite3.Connection, select: str, start: int) -> bool | None:
     checksum; None if there is no such record."""
     try:
         row = db.execute(f"{select} LIMIT 1", (start,)).fetchone()
-    except sqlite3.DatabaseError:
+    except _DAMAGED:
         return False
     return None if row is None else _intact(*row)
 
@@ -260,8 +348,32 @@ def _select(db: sqlite3.Connection) -> str | None:
     return f"SELECT key, data, {checksum} FROM queue WHERE key >= ? ORDER BY key"
 
 
-def _columns(db: sqlite3.Connection) -> set[str]:
-    return {row[1] for row in db.execute("PRAGMA table_info(queue)")}
+def _columns(db: sqlite3.Connection, table: str = "queue") -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _schema_problem(db: sqlite3.Connection) -> str | None:
+    """Say which of the queue's tables has other columns than it should; None if none."""
+    for table, expected in _COLUMNS.items():
+        columns = {(row[1], row[2], row[5]) for row in db.execute(f"PRAGMA table_info({table})")}
+        if columns and columns not in expected:
+            described = ", ".join(" ".join(map(str, column[:2])) for column in sorted(columns))
+            return f"its {table} table's columns are damaged ({described})"
+    return None
+
+
+def _read_meta(db: sqlite3.Connection) -> tuple[dict[str, str], bool]:
+    """Return the meta table's rows that are text, and whether every row is."""
+    meta: dict[str, str] = {}
+    whole = True
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return meta, whole
+    for name, value in db.execute("SELECT CAST(name AS BLOB), CAST(value AS BLOB) FROM meta"):
+        try:
+            meta[name.decode()] = value.decode()
+        except (AttributeError, UnicodeDecodeError):  # NULL, or not UTF-8
+            whole = False
+    return meta, whole
 
 
 def _intact(key: object, data: object, checksum: object) -> bool:
@@ -287,3 +399,134 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
 def with_checksums(records: Iterable[Record]) -> Iterator[tuple[int, bytes, int]]:
     for key, data in records:
         yield key, data, framing.checksum(key, data)
+
+
+# Reading records from the file's bytes, where SQL cannot reach them. The layout is SQLite's
+# (https://www.sqlite.org/fileformat2.html): pages of the size the header gives; a table's
+# rows in leaf pages (type 13), each a cell of payload length, row id and payload, the
+# payload's tail in a chain of overflow pages when it is long; a payload is a record, a
+# header of serial types followed by the values.
+
+_TABLE_LEAF = 13
+
+
+def _scan_pages(content: bytes) -> Iterator[Record]:
+    """Yield the records in the table leaf pages of a database file's bytes that pass their
+    checksum: the rows ``(key, data, checksum)`` of the queue table.
+
+    Pages on the free list, which hold removed records, are passed over when the header
+    that says which they are is intact.
+    """
+    page_size = _page_size(content)
+    usable = page_size - content[20] if len(content) > 100 else page_size
+    free = _free_pages(content, page_size)
+    for number in range(1, len(content) // page_size + 1):
+        start = (number - 1) * page_size
+        header = start + (100 if number == 1 else 0)
+        if number in free or content[header] != _TABLE_LEAF:
+            continue
+        cells = int.from_bytes(content[header + 3 : header + 5], "big")
+        for index in range(cells):
+            pointer = header + 8 + 2 * index
+            cell = start + int.from_bytes(content[pointer : pointer + 2], "big")
+            with contextlib.suppress(IndexError, ValueError):
+                record = _cell_record(content, cell, page_size, usable)
+                if record is not None:
+                    yield record
+
+
+def _page_size(content: bytes) -> int:
+    size = int.from_bytes(content[16:18], "big")
+    size = 65536 if size == 1 else size
+    return size if content.startswith(_MAGIC) and size in _PAGE_SIZES else 4096
+
+
+_PAGE_SIZES = {2**power for power in range(9, 17)}
+
+
+def _free_pages(content: bytes, page_size: int) -> set[int]:
+    """The pages on the free list, as far as the header and the trunk pages tell."""
+    free: set[int] = set()
+    if not content.startswith(_MAGIC):
+        return free
+    trunk = int.from_bytes(content[32:36], "big")
+    while 0 < trunk <= len(content) // page_size and trunk not in free:
+        free.add(trunk)
+        start = (trunk - 1) * page_size
+        leaves = min(int.from_bytes(content[start + 4 : start + 8], "big"), page_size // 4 - 2)
+        for index in range(leaves):
+            at = start + 8 + 4 * index
+            free.add(int.from_bytes(content[at : at + 4], "big"))
+        trunk = int.from_bytes(content[start : start + 4], "big")
+    return free
+
+
+def _cell_record(content: bytes, offset: int, page_size: int, usable: int) -> Record | None:
+    """The record in the table leaf cell at `offset`, if it is one that passes its checksum."""
+    length, offset = _varint(content, offset)
+    key, offset = _varint(content, offset)
+    key = key - 2**64 if key >= 2**63 else key
+    payload = _payload(content, offset, length, page_size, usable)
+    if payload is None:
+        return None
+    header_size, at = _varint(payload, 0)
+    types = []
+    while at < header_size:
+        serial_type, at = _varint(payload, at)
+        types.append(serial_type)
+    # The key is the row id (NULL in the record), the data a BLOB, the checksum an integer.
+    if len(types) != 3 or types[0] != 0 or types[1] < 12 or types[1] % 2:
+        return None
+    data_end = header_size + (types[1] - 12) // 2
+    data, checksum = payload[header_size:data_end], _integer(payload, data_end, types[2])
+    if len(data) != data_end - header_size or checksum != framing.checksum(key, data):
+        return None
+    return Record(key, data)
+
+
+def _payload(content: bytes, offset: int, length: int, page_size: int, usable: int) -> bytes | None:
+    """A cell's payload of `length` bytes from `offset` on, with its overflow pages."""
+    most = usable - 35
+    if length <= most:
+        return content[offset : offset + length]
+    least = (usable - 12) * 32 // 255 - 23
+    local = least + (length - least) % (usable - 4)
+    local = local if local <= most else least
+    parts = [content[offset : offset + local]]
+    remaining = length - local
+    page = int.from_bytes(content[offset + local : offset + local + 4], "big")
+    seen: set[int] = set()
+    while remaining > 0:
+        if not 0 < page <= len(content) // page_size or page in seen:
+            return None
+        seen.add(page)
+        start = (page - 1) * page_size
+        part = content[start + 4 : start + 4 + min(remaining, usable - 4)]
+        parts.append(part)
+        remaining -= len(part)
+        page = int.from_bytes(content[start : start + 4], "big")
+    return b"".join(parts)
+
+
+def _varint(buffer: bytes, offset: int) -> tuple[int, int]:
+    """SQLite's variable-length integer at `offset`, and the offset after it."""
+    value = 0
+    for index in range(8):
+        byte = buffer[offset + index]
+        value = value << 7 | byte & 0x7F
+        if byte < 0x80:
+            return value, offset + index + 1
+    return value << 8 | buffer[offset + 8], offset + 9
+
+
+_INTEGER_SIZES = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8}
+
+
+def _integer(payload: bytes, offset: int, serial_type: int) -> int | None:
+    """The integer of `serial_type` at `offset`; None if that type is no integer."""
+    if serial_type in (8, 9):
+        return serial_type - 8
+    size = _INTEGER_SIZES.get(serial_type)
+    if size is None or offset + size > len(payload):
+        return None
+    return int.from_bytes(payload[offset : offset + size], "big", signed=True)
