@@ -101,6 +101,9 @@ end
 return {1, redis.call('RPUSH', KEYS[1], ARGV[1])}
 """
 
+# KEYS: the list. ARGV: the item. Returns the new length.
+_PUT_BACK = "return redis.call('LPUSH', KEYS[1], ARGV[1])"
+
 # Part of a script with KEYS[1] the list and KEYS[2] the set of full maxsizes: gives back the
 # room token of every maxsize in that set that the queue, now `length` items long, is below.
 # The tokens' names are made here, from the list's: they share its hash tag.
@@ -222,6 +225,7 @@ class RedisEngine(SharedStorageEngine):
         self._waiter = redis.asyncio.Redis.from_pool(waits)
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
+        self._put_back = self._client.register_script(_PUT_BACK)
         self._check_room = self._client.register_script(_CHECK_ROOM)
         self._purge = self._client.register_script(_PURGE)
         self._drop = self._client.register_script(_DROP)
@@ -289,6 +293,14 @@ class RedisEngine(SharedStorageEngine):
             self._lost(exc, "put")
         self._size = length
         return bool(stored)
+
+    async def put_back(self, data: bytes) -> None:
+        """Return an item that `get()` removed to the head of the list (``LPUSH``)."""
+        self._running()
+        try:
+            self._size = await self._put_back([self._items], [data])
+        except _CONNECTION_ERRORS as exc:
+            self._lost(exc, "put back")
 
     async def get(self) -> bytes | None:
         self._running()
@@ -427,7 +439,7 @@ class RedisEngine(SharedStorageEngine):
         else:
             article = "an" if operation == "open" else "a"
             message = f"Lost the connection to {self._server} during {article} {operation} ({exc})"
-        if operation in ("put", "get", "purge", "drop"):
+        if operation in ("put", "put back", "get", "purge", "drop"):
             if isinstance(exc, (_NotSent, redis.exceptions.BusyLoadingError)):
                 message += ": nothing was changed"
             else:
