@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from contextlib import suppress
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -22,6 +21,8 @@ from ..engines import Record, StorageEngine, Stored
 from ..exceptions import QueueEmpty, SerializationError
 from ..serializers import Serializer
 from ..waiting import Completion, Tasks, Waiters, cancel_at_next_await, despite_cancellation
+from .batch import Batch
+from .window import Window
 
 __all__ = ["LocalBackend"]
 
@@ -58,12 +59,12 @@ class LocalBackend(Generic[T]):
         self._tasks = tasks
         self._count = self._stored_count = stored.size  # as callers see it / as stored
         self._last_key = self._stored_last_key = stored.last_key
-        self._window = _Window(readahead, readahead_bytes)
+        self._window = Window(readahead, readahead_bytes)
         # Stored items that read-ahead must pass over: delivered but not yet removed
         # (at-least-once), or given back to the head of the window under a new key.
         self._held: set[int] = set()
         self._moved: set[int] = set()
-        self._batch = _Batch()
+        self._batch = Batch()
         self._storage_task: asyncio.Task[None] | None = None
         self._fsync = fsync
         self._burials: set[asyncio.Task[None]] = set()
@@ -124,7 +125,7 @@ class LocalBackend(Generic[T]):
             raise
         return True
 
-    def _place(self, data: bytes) -> tuple[Record, _Batch]:
+    def _place(self, data: bytes) -> tuple[Record, Batch]:
         record = Record(self._last_key + 1, data)
         if self._window.end == self._last_key and self._window.has_room():
             self._window.append(record)
@@ -142,7 +143,7 @@ class LocalBackend(Generic[T]):
         self._tasks.add(-1)
         self._putters.wake_one()
 
-    def _take_back(self, record: Record) -> _Batch | None:
+    def _take_back(self, record: Record) -> Batch | None:
         """Remove a stored item that a cancelled put placed; return the batch that stores its
         removal, or None if a getter has taken it already."""
         if record in self._window:
@@ -256,7 +257,7 @@ class LocalBackend(Generic[T]):
     def _dead_letters(self) -> Path:
         return dead_letters.dead_letters_path(self.engine.path)
 
-    def _stored_again(self, record: Record) -> tuple[Record, _Batch]:
+    def _stored_again(self, record: Record) -> tuple[Record, Batch]:
         """Store again, under a new key, an item whose removal was stored; return its new
         record and the batch that stores it."""
         again = Record(self._last_key + 1, record.data)
@@ -298,7 +299,7 @@ class LocalBackend(Generic[T]):
 
     # Storage: one task at a time writes batches and reads ahead, in order.
 
-    def _change(self, *, append: Record | None = None, removal: int | None = None) -> _Batch:
+    def _change(self, *, append: Record | None = None, removal: int | None = None) -> Batch:
         """Add a change to the next batch, and make sure it will be stored: at once by an
         engine that commits in place, else by the storage task, with the changes made
         meanwhile."""
@@ -308,7 +309,7 @@ class LocalBackend(Generic[T]):
             self._batch.removals.append(removal)
         return self._store_batch()
 
-    def _store_batch(self) -> _Batch:
+    def _store_batch(self) -> Batch:
         """Make sure the current batch will be stored; return it."""
         if self.engine.commits_in_place:
             return self._commit_in_place()
@@ -330,7 +331,7 @@ class LocalBackend(Generic[T]):
             self._storage_task = None
 
     async def _commit(self) -> None:
-        batch, self._batch = self._batch, _Batch()
+        batch, self._batch = self._batch, Batch()
         batch.sent = True
         try:
             await self.engine.commit(batch.appends, batch.removals)
@@ -343,9 +344,9 @@ class LocalBackend(Generic[T]):
         self._committed(batch)
         batch.settle()
 
-    def _commit_in_place(self) -> _Batch:
+    def _commit_in_place(self) -> Batch:
         """Store the change of the current batch on the event loop, now (`commit_now`)."""
-        batch, self._batch = self._batch, _Batch()
+        batch, self._batch = self._batch, Batch()
         batch.sent = True
         try:
             flushed = self.engine.commit_now(batch.appends, batch.removals)
@@ -361,12 +362,12 @@ class LocalBackend(Generic[T]):
             )
         return batch
 
-    def _committed(self, batch: _Batch) -> None:
+    def _committed(self, batch: Batch) -> None:
         if batch.appends:
             self._stored_last_key = max(self._stored_last_key, batch.appends[-1].key)
         self._stored_count += len(batch.appends) - len(batch.removals)
 
-    def _fail(self, batch: _Batch, exc: Exception) -> None:
+    def _fail(self, batch: Batch, exc: Exception) -> None:
         """Fail `batch` and the changes made since, and return to what the engine holds."""
         logger.error(
             "storing %d put(s) and %d get(s) in %r failed: %r",
@@ -375,7 +376,7 @@ class LocalBackend(Generic[T]):
             self.engine,
             exc,
         )
-        failed, self._batch = (batch, self._batch), _Batch()
+        failed, self._batch = (batch, self._batch), Batch()
         for each in failed:
             each.sent = True
             each.settle(exc)
@@ -416,105 +417,3 @@ class LocalBackend(Generic[T]):
                 self._window.append(record)
         self._window.end = records[-1].key if len(records) == limit else self._stored_last_key
         self._moved = {key for key in self._moved if key > self._window.end}
-
-
-_READ_CHUNK = 1000
-"""The most records read in one call to the engine: the window fills in several."""
-
-ITEM_OVERHEAD = 64
-"""Bytes of memory counted for each item in the window beyond its data (its record)."""
-
-
-class _Window:
-    """The first items of the queue, held in memory within a count and a memory budget.
-
-    `end` is the key up to which every stored item is in the window or was taken; the items
-    after it are read from the engine, while the window is at most half full.
-    """
-
-    def __init__(self, items: int | None, budget: int) -> None:
-        self._records: deque[Record] = deque()
-        self._items = items
-        self._budget = budget
-        self._bytes = 0
-        self._item_size = 1024 + ITEM_OVERHEAD  # a guess until items are seen
-        self.end = 0
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __contains__(self, record: Record) -> bool:
-        return record in self._records
-
-    def has_room(self) -> bool:
-        """True while the window holds fewer items and bytes than it may."""
-        return (self._items is None or len(self._records) < self._items) and (
-            self._bytes < self._budget
-        )
-
-    def wants_more(self) -> bool:
-        """True while the window is at most half full: time to read ahead."""
-        return (self._items is None or len(self._records) <= self._items // 2) and (
-            self._bytes <= self._budget // 2
-        )
-
-    def room_for(self) -> int:
-        """How many items to read next: what the budget has room for, at the size of the
-        items seen so far (at least one, at most `_READ_CHUNK`)."""
-        room = self._budget - self._bytes
-        if self._items is not None:
-            room = min(room, (self._items - len(self._records)) * self._item_size)
-        return max(1, min(_READ_CHUNK, room // self._item_size))
-
-    def head(self) -> Record:
-        return self._records[0]
-
-    def append(self, record: Record) -> None:
-        size = len(record.data) + ITEM_OVERHEAD
-        self._records.append(record)
-        self._bytes += size
-        self._item_size = (self._item_size * 7 + size) // 8  # a running average
-        self.end = max(self.end, record.key)
-
-    def appendleft(self, record: Record) -> None:
-        self._records.appendleft(record)
-        self._bytes += len(record.data) + ITEM_OVERHEAD
-
-    def popleft(self) -> Record:
-        record = self._records.popleft()
-        self._bytes -= len(record.data) + ITEM_OVERHEAD
-        return record
-
-    def remove(self, record: Record) -> None:
-        self._records.remove(record)
-        self._bytes -= len(record.data) + ITEM_OVERHEAD
-
-    def clear(self) -> None:
-        """Forget every item, so that the window is read again from the first stored key."""
-        self._records.clear()
-        self._bytes = 0
-        self.end = 0
-
-
-class _Batch:
-    """Changes that will be stored together; `done` completes when they are (or fails)."""
-
-    __slots__ = ("appends", "awaited_gets", "done", "removals", "sent")
-
-    def __init__(self) -> None:
-        self.appends: list[Record] = []
-        self.removals: list[int] = []
-        self.awaited_gets = 0  # removals whose item is handed out only once they are stored
-        self.sent = False  # handed to the engine: too late to change
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def __bool__(self) -> bool:
-        return bool(self.appends or self.removals)
-
-    def settle(self, exc: BaseException | None = None) -> None:
-        """Record that storing the batch succeeded, or failed with `exc`."""
-        if exc is None:
-            self.done.set_result(None)
-        else:
-            self.done.set_exception(exc)
-            self.done.exception()  # nobody need ask: a failure is logged
