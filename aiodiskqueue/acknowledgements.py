@@ -97,14 +97,6 @@ class Acknowledgements:
             self._anonymous += 1
         return self._prove([])
 
-    def forget(self) -> None:
-        """Forget every delivered item (storage returned to what it holds, or closed)."""
-        for receipt in self._unproven.values():
-            receipt._done = True
-        self._unproven.clear()
-        self._ambiguous.clear()
-        self._anonymous = 0
-
     def _check(self, receipt: Receipt) -> None:
         if receipt._queue is not self._owner:
             raise ValueError(f"{receipt!r} is a receipt of another queue")
@@ -124,10 +116,9 @@ class Acknowledgements:
 
     def _deduce(self) -> list[int]:
         """Keys that the waiting anonymous and ambiguous calls prove done."""
-        unproven = self._unproven.keys()
-        for candidates in self._ambiguous:
-            candidates &= unproven
-        self._ambiguous = [each for each in self._ambiguous if each]
+        unproven = set(self._unproven)
+        # A call whose candidates were all proven done by others finished one of them.
+        self._ambiguous = [each & unproven for each in self._ambiguous if each & unproven]
         for candidates in self._ambiguous:
             if len(candidates) == 1:
                 self._ambiguous.remove(candidates)

@@ -8,6 +8,7 @@ done may come back too (at-least-once allows it), except with receipts, which na
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 
 from aiodiskqueue import Queue, Receipt
+from aiodiskqueue.acknowledgements import Acknowledgements
+from aiodiskqueue.acknowledgements import _claims as claims
 
 from .conftest import ENGINES, FILE_ENGINES
 from .helpers import drain, within
@@ -157,3 +160,50 @@ async def test_a_receipt_of_another_queue_raises_value_error(
         _, receipt = await other.get_with_receipt()
         with pytest.raises(ValueError, match="another queue"):
             queue.task_done(receipt)
+
+
+# How the calls that name no item exactly prove items done
+
+
+def acknowledgements(*keys: int) -> tuple[Acknowledgements, dict[int, Receipt]]:
+    acks = Acknowledgements(tracking=True)
+    return acks, {key: acks.delivered(key, claim=False) for key in keys}
+
+
+def finish_holding(acks: Acknowledgements, receipts: list[Receipt]) -> list[int]:
+    """A task_done() in a context that holds claims to `receipts`."""
+    context = contextvars.copy_context()
+    context.run(claims.set, tuple(receipts))
+    return context.run(acks.finish, None)
+
+
+def test_a_call_holding_one_unfinished_claim_proves_its_item() -> None:
+    acks, receipts = acknowledgements(1, 2)
+    assert finish_holding(acks, [receipts[1]]) == [1]
+
+
+def test_a_call_holding_two_claims_proves_nothing_until_another_proves_one_of_them() -> None:
+    acks, receipts = acknowledgements(1, 2, 3)
+    assert finish_holding(acks, [receipts[1], receipts[2]]) == []
+    assert sorted(acks.finish(receipts[1])) == [1, 2]
+
+
+def test_as_many_calls_as_the_items_they_name_prove_those_items() -> None:
+    acks, receipts = acknowledgements(1, 2, 3)
+    assert finish_holding(acks, [receipts[1], receipts[2]]) == []
+    assert sorted(finish_holding(acks, [receipts[1], receipts[2]])) == [1, 2]
+    assert list(acks.keys) == [3]
+
+
+def test_anonymous_calls_prove_every_item_once_they_are_as_many() -> None:
+    acks, _ = acknowledgements(1, 2)
+    assert acks.finish(None) == []
+    assert sorted(acks.finish(None)) == [1, 2]
+
+
+def test_a_call_whose_candidates_others_proved_is_dropped() -> None:
+    acks, receipts = acknowledgements(1, 2, 3)
+    assert finish_holding(acks, [receipts[1], receipts[2]]) == []
+    assert acks.finish(receipts[1]) == [1, 2]  # the first call was 2's
+    assert acks.finish(receipts[3]) == [3]
+    assert list(acks.keys) == []
