@@ -101,7 +101,8 @@ async def test_a_stale_temporary_file_is_replaced_by_a_private_one(path: Path) -
         await store.open()
         await store.commit(records(1, 1), [])
         await store.close()
-    assert seen and all(mode == 0o600 for mode in seen)
+    assert seen
+    assert all(mode == 0o600 for mode in seen)
 
 
 async def test_lock_files_are_private_to_their_owner(engine: EngineFactory, path: Path) -> None:

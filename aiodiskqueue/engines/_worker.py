@@ -57,19 +57,21 @@ class Worker:
 
 def _serve(calls: SimpleQueue[_Call | None]) -> None:
     while (call := calls.get()) is not None:
-        _run(*call)
-        # Hold nothing of the last call while waiting for the next: an engine left open is
-        # then collected, and its __del__ closes its files.
+        future, function, args = call
+        # Hold nothing of the call once it has run, before the caller hears of it: the
+        # caller may then drop the engine, which is collected at once and releases its lock.
         del call
+        result, exc = _run(function, args)
+        del function, args
+        _settle(future, result, exc)
+        del future, result, exc
 
 
-def _run(future: asyncio.Future[Any] | None, function: Callable[..., Any], args: Any) -> None:
+def _run(function: Callable[..., Any], args: Any) -> tuple[Any, BaseException | None]:
     try:
-        result = function(*args)
+        return function(*args), None
     except BaseException as exc:  # handed to the caller, whatever it is
-        _settle(future, None, exc)
-    else:
-        _settle(future, result, None)
+        return None, exc
 
 
 def _settle(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
@@ -115,6 +117,8 @@ class EngineThread:
     def abandon(self, close_files: Callable[[], object]) -> None:
         """For an engine that was never closed, or whose opening failed or was cancelled:
         close its files, if they were opened, and end, after the last call."""
+        if self.lock is not None:
+            self.lock.abandon()
         self._worker.stop(last=functools.partial(self._release, close_files))
 
     def unlock(self) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from ._worker import EngineThread
+from .files import AUXILIARY_MARKER
 from .locking import QueueLock
 
 __all__ = [
@@ -36,15 +37,22 @@ __all__ = [
 
 BACKUP_SUFFIX = ".bak"
 
+RESERVED_SUFFIXES = {BACKUP_SUFFIX: "backups of damaged queue files"}
+"""Endings of file names that a queue's path may not have, and what takes those names."""
+
 
 def check_queue_path(path: str | os.PathLike[str]) -> Path:
-    """Return `path` as a `Path`; raise `ValueError` if it is one that backups take."""
+    """Return `path` as a `Path`; raise `ValueError` if it is one that a queue's auxiliary
+    files (`files.AUXILIARY_MARKER` in the name) or its backups (`RESERVED_SUFFIXES`) take."""
     checked = Path(path)
-    if checked.name.endswith(BACKUP_SUFFIX):
+    if AUXILIARY_MARKER in checked.name:
         raise ValueError(
-            f"queue path {str(checked)!r} ends in {BACKUP_SUFFIX!r}, "
-            "which is reserved for backups of damaged queue files"
+            f"queue path {str(checked)!r} has {AUXILIARY_MARKER!r} in its name, "
+            "which is reserved for the lock and temporary files of queues"
         )
+    for suffix, use in RESERVED_SUFFIXES.items():
+        if checked.name.endswith(suffix):
+            raise ValueError(f"queue path {str(checked)!r} ends in {suffix!r}, reserved for {use}")
     return checked
 
 
@@ -145,12 +153,17 @@ class ThreadedStorageEngine(StorageEngine):
     is a daemon: it never keeps the interpreter from exiting.
 
     An engine whose files must have a single owner sets `exclusive`: it then holds a
-    `QueueLock` while it is open, and a second opener gets `QueueLockedError`.
+    `QueueLock` while it is open, and a second opener gets `QueueLockedError`, whatever
+    name it reaches the file by. `data_suffixes` say which file the lock follows: the first
+    of ``<path><suffix>`` that exists. An engine that replaces that file calls
+    ``self._lock.follow(descriptor)`` with the new file's descriptor before the rename.
     """
 
     exclusive = False
+    data_suffixes: tuple[str, ...] = ("",)
     options = DEFAULT_OPTIONS
     _thread: EngineThread | None = None
+    _lock: QueueLock | None = None
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
         self.options = options
@@ -165,15 +178,18 @@ class ThreadedStorageEngine(StorageEngine):
 
     def _lock_and_open(self, thread: EngineThread) -> Stored:
         if self.exclusive:
-            lock = QueueLock(self.path)
+            lock = QueueLock(self.path, self, self.data_suffixes)
             lock.acquire()
-            thread.lock = lock
+            thread.lock = self._lock = lock
         try:
             stored = self.blocking_open()
         except BaseException:
             thread.unlock()
             raise
         thread.opened = True
+        if self._lock is not None:
+            # A new queue's file exists only now: lock it, unless another name reached it first.
+            self._lock.cover_file()
         return stored
 
     async def read(self, after: int, limit: int) -> list[Record]:

@@ -93,7 +93,7 @@ class SqliteEngine(SharedStorageEngine):
     def _blocking_open(
         self, file: SqliteFile, thread: EngineThread
     ) -> tuple[dict[str, str], _Size]:
-        lock = QueueLock(self.path)
+        lock = QueueLock(self.path, self)
         first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
         thread.lock = lock
         try:
