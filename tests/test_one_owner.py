@@ -4,6 +4,7 @@ dropped without `close()` lets the next opener in at once; a live owner is named
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -231,3 +232,17 @@ async def test_a_queue_dropped_without_close_can_be_created_again_at_once(
     assert [await within(again.get()) for _ in range(12)] == list(range(12))
     assert again.empty()
     await within(again.close())
+
+
+async def test_an_open_cancelled_midway_lets_the_next_opener_in_at_once(
+    engine: EngineFactory, path: Path
+) -> None:
+    store = engine(path)  # still referenced, so never collected: only its open was cancelled
+    opening = asyncio.ensure_future(store.open())
+    await asyncio.sleep(0)  # the open has been handed to the engine's thread
+    opening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await opening
+    again = engine(path)
+    await within(again.open())
+    await again.close()
