@@ -100,8 +100,20 @@ class EngineThread:
 
     def __init__(self, name: str) -> None:
         self._worker = Worker(name)
-        self.lock: QueueLock | None = None
+        self._lock: QueueLock | None = None
+        self._abandoned = False
         self.opened = False
+
+    @property
+    def lock(self) -> QueueLock | None:
+        return self._lock
+
+    @lock.setter
+    def lock(self, lock: QueueLock | None) -> None:
+        self._lock = lock
+        # A cancelled open takes its lock after `abandon()`: its release is still to come.
+        if lock is not None and self._abandoned:
+            lock.abandon()
 
     async def call(self, function: Callable[..., R], *args: Any) -> R:
         """Run `function(*args)` in the thread (see `Worker.call`)."""
@@ -117,8 +129,9 @@ class EngineThread:
     def abandon(self, close_files: Callable[[], object]) -> None:
         """For an engine that was never closed, or whose opening failed or was cancelled:
         close its files, if they were opened, and end, after the last call."""
-        if self.lock is not None:
-            self.lock.abandon()
+        self._abandoned = True
+        if self._lock is not None:  # openers in this process wait for its release
+            self._lock.abandon()
         self._worker.stop(last=functools.partial(self._release, close_files))
 
     def unlock(self) -> None:
