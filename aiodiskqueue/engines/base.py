@@ -179,8 +179,10 @@ class ThreadedStorageEngine(StorageEngine):
     def _lock_and_open(self, thread: EngineThread) -> Stored:
         if self.exclusive:
             lock = QueueLock(self.path, self, self.data_suffixes)
-            lock.acquire()
+            # The thread knows of the lock before it is taken, so that if the open is
+            # cancelled meanwhile, openers in this process wait for its release.
             thread.lock = self._lock = lock
+            lock.acquire()
         try:
             stored = self.blocking_open()
         except BaseException:

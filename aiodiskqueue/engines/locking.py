@@ -183,7 +183,8 @@ class QueueLock:
         self._file = (descriptor, identity)
 
     def release(self) -> None:
-        """Let the lock go (the lock file stays: removing it would race with a new owner)."""
+        """Let the lock go, if it is held (the lock file stays: removing it would race with
+        a new owner)."""
         self._let_file_go()
         if self._descriptor is not None:
             if self._owner:  # the next opener must not take this process for its owner

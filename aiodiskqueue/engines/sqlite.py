@@ -94,8 +94,8 @@ class SqliteEngine(SharedStorageEngine):
         self, file: SqliteFile, thread: EngineThread
     ) -> tuple[dict[str, str], _Size]:
         lock = QueueLock(self.path, self)
+        thread.lock = lock  # before it is taken: see ThreadedStorageEngine._lock_and_open
         first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
-        thread.lock = lock
         try:
             if first:
                 file.prepare()
