@@ -11,8 +11,11 @@ A queue has one lock, whatever name it is reached by. It is held at three levels
 - Where the system has open-file-description locks (Linux), an exclusive owner also locks
   one byte of the queue's file itself, far beyond its data and the bytes SQLite locks, so
   that a process reaching the same file through a hard link, with another lock file, is
-  refused too. (Sharers do not: closing a descriptor of an SQLite file would drop the
-  locks that SQLite holds on it in this process.)
+  refused too. The lock moves with the file when the owner replaces it (`follow`): a hard
+  link to a file replaced since names an old copy, which is not the queue and not locked.
+  Sharers take no such lock (closing a descriptor of an SQLite file would drop the locks
+  that SQLite holds on it in this process), so an exclusive owner in another process that
+  reaches their file through a hard link is not refused.
 
 The operating system releases its locks when their holder closes them or dies, so a killed
 process never leaves a stale lock behind. An engine dropped without being closed releases
