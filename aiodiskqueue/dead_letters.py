@@ -2,8 +2,9 @@
 
 A `get()` that meets bytes its serializer cannot read raises `SerializationError` (with the
 bytes in its `data`), and the item leaves the queue, so that the items behind it flow. It is
-not deleted: it is appended to the queue's dead-letter file, ``<queue path>.dead-letters``,
-a file of JSON lines, one per item::
+not deleted: it is appended to the queue's dead-letter file,
+``<queue path>.aiodiskqueue-dead-letters`` (a name no queue can have), a file of JSON lines,
+one per item::
 
     {"at": "2026-12-03T08:55:00+00:00", "serializer": "json", "error": "...", "data": "<base64>"}
 
@@ -25,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEAD_LETTERS_SUFFIX", "DeadLetter", "append", "dead_letters_path", "read"]
+from .engines.files import auxiliary_path, open_auxiliary
 
-DEAD_LETTERS_SUFFIX = ".dead-letters"
+__all__ = ["DeadLetter", "append", "dead_letters_path", "read"]
 
 DeadLetter = dict[str, Any]
 """One line of the file: ``at``, ``serializer``, ``error`` and ``data`` (the raw bytes)."""
@@ -35,7 +36,7 @@ DeadLetter = dict[str, Any]
 
 def dead_letters_path(queue_path: Path) -> Path:
     """The dead-letter file of the queue stored at `queue_path`."""
-    return queue_path.with_name(queue_path.name + DEAD_LETTERS_SUFFIX)
+    return auxiliary_path(queue_path, "dead-letters")
 
 
 def append(path: Path, data: bytes, *, serializer: str, error: str, fsync: bool) -> None:
@@ -48,8 +49,7 @@ def append(path: Path, data: bytes, *, serializer: str, error: str, fsync: bool)
             "data": base64.b64encode(data).decode("ascii"),
         }
     )
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-    descriptor = os.open(path, flags, 0o600)
+    descriptor = open_auxiliary(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(descriptor, f"{line}\n".encode())
         if fsync:

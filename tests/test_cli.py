@@ -168,7 +168,7 @@ def files(directory: Path) -> dict[str, bytes]:
     return {
         file.name: file.read_bytes()
         for file in sorted(directory.iterdir())
-        if file.is_file() and not file.name.endswith(".lock")
+        if file.is_file() and not file.name.endswith(".aiodiskqueue-lock")
     }
 
 

@@ -207,7 +207,7 @@ def files_of(path: Path) -> dict[str, bytes]:
     return {
         file.name: file.read_bytes()
         for file in sorted(path.parent.iterdir())
-        if file.name.startswith(path.name) and not file.name.endswith(".lock")
+        if file.name.startswith(path.name) and not file.name.endswith(".aiodiskqueue-lock")
     }
 
 

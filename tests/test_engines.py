@@ -13,6 +13,7 @@ import pytest
 
 from aiodiskqueue import QueueLockedError
 from aiodiskqueue.engines import Record, StorageEngine, Stored
+from aiodiskqueue.engines.files import auxiliary_path
 
 from .conftest import ENGINES
 
@@ -159,7 +160,8 @@ async def test_a_second_opener_is_refused_with_the_path_and_the_owner(
 ) -> None:
     store = engine(path)
     await store.open()
-    with pytest.raises(QueueLockedError, match=rf"{path.name}.*process {os.getpid()}"):
+    name = type(store).__name__
+    with pytest.raises(QueueLockedError, match=rf"{path.name}.*open in this process by {name}"):
         await engine(path).open()
     await store.close()
 
@@ -209,11 +211,11 @@ async def test_the_lock_of_a_killed_process_is_released(engine: EngineFactory, p
         sys.executable,
         "-c",
         "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1] + '.lock', os.O_RDWR | os.O_CREAT)\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
         "print('locked', flush=True)\n"
         "time.sleep(60)\n",
-        str(path),
+        str(auxiliary_path(path, "lock")),
         stdout=asyncio.subprocess.PIPE,
     )
     assert holder.stdout is not None

@@ -94,7 +94,7 @@ async def test_an_unreadable_item_counts_as_no_task(engine: Engine, path: Path) 
 
 
 def test_a_dead_letter_line_cut_short_is_passed_over(tmp_path: Path) -> None:
-    path = tmp_path / "q.dead-letters"
+    path = tmp_path / "q.aiodiskqueue-dead-letters"
     dead_letters.append(path, b"kept", serializer="json", error="bad", fsync=False)
     with path.open("ab") as file:
         file.write(b'{"at": "2026-')

@@ -57,19 +57,21 @@ class Worker:
 
 def _serve(calls: SimpleQueue[_Call | None]) -> None:
     while (call := calls.get()) is not None:
-        _run(*call)
-        # Hold nothing of the last call while waiting for the next: an engine left open is
-        # then collected, and its __del__ closes its files.
+        future, function, args = call
+        # Hold nothing of the call once it has run, before the caller hears of it: the
+        # caller may then drop the engine, which is collected at once and releases its lock.
         del call
+        result, exc = _run(function, args)
+        del function, args
+        _settle(future, result, exc)
+        del future, result, exc
 
 
-def _run(future: asyncio.Future[Any] | None, function: Callable[..., Any], args: Any) -> None:
+def _run(function: Callable[..., Any], args: Any) -> tuple[Any, BaseException | None]:
     try:
-        result = function(*args)
+        return function(*args), None
     except BaseException as exc:  # handed to the caller, whatever it is
-        _settle(future, None, exc)
-    else:
-        _settle(future, result, None)
+        return None, exc
 
 
 def _settle(future: asyncio.Future[Any] | None, result: Any, exc: BaseException | None) -> None:
@@ -98,8 +100,20 @@ class EngineThread:
 
     def __init__(self, name: str) -> None:
         self._worker = Worker(name)
-        self.lock: QueueLock | None = None
+        self._lock: QueueLock | None = None
+        self._abandoned = False
         self.opened = False
+
+    @property
+    def lock(self) -> QueueLock | None:
+        return self._lock
+
+    @lock.setter
+    def lock(self, lock: QueueLock | None) -> None:
+        self._lock = lock
+        # A cancelled open takes its lock after `abandon()`: its release is still to come.
+        if lock is not None and self._abandoned:
+            lock.abandon()
 
     async def call(self, function: Callable[..., R], *args: Any) -> R:
         """Run `function(*args)` in the thread (see `Worker.call`)."""
@@ -115,6 +129,9 @@ class EngineThread:
     def abandon(self, close_files: Callable[[], object]) -> None:
         """For an engine that was never closed, or whose opening failed or was cancelled:
         close its files, if they were opened, and end, after the last call."""
+        self._abandoned = True
+        if self._lock is not None:  # openers in this process wait for its release
+            self._lock.abandon()
         self._worker.stop(last=functools.partial(self._release, close_files))
 
     def unlock(self) -> None:

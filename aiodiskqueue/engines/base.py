@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from ._worker import EngineThread
+from .files import AUXILIARY_MARKER
 from .locking import QueueLock
 from .recovery import backup_problem
 
@@ -38,9 +39,14 @@ __all__ = [
 
 
 def check_queue_path(path: str | os.PathLike[str]) -> Path:
-    """Return `path` as a `Path`; raise `ValueError` if it is one that backups take (see
-    `recovery`)."""
+    """Return `path` as a `Path`; raise `ValueError` if it is one that a queue's auxiliary
+    files (`files.AUXILIARY_MARKER` in the name) or its backups (see `recovery`) take."""
     checked = Path(path)
+    if AUXILIARY_MARKER in checked.name:
+        raise ValueError(
+            f"queue path {str(checked)!r} has {AUXILIARY_MARKER!r} in its name, "
+            "which is reserved for the lock and temporary files of queues"
+        )
     problem = backup_problem(checked)
     if problem is not None:
         raise ValueError(f"queue path {str(checked)!r} {problem}: it is reserved for them")
@@ -170,12 +176,17 @@ class ThreadedStorageEngine(StorageEngine):
     is a daemon: it never keeps the interpreter from exiting.
 
     An engine whose files must have a single owner sets `exclusive`: it then holds a
-    `QueueLock` while it is open, and a second opener gets `QueueLockedError`.
+    `QueueLock` while it is open, and a second opener gets `QueueLockedError`, whatever
+    name it reaches the file by. `data_suffixes` say which file the lock follows: the first
+    of ``<path><suffix>`` that exists. An engine that replaces that file calls
+    ``self._lock.follow(descriptor)`` with the new file's descriptor before the rename.
     """
 
     exclusive = False
+    data_suffixes: tuple[str, ...] = ("",)
     options = DEFAULT_OPTIONS
     _thread: EngineThread | None = None
+    _lock: QueueLock | None = None
 
     async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
         self.options = options
@@ -191,15 +202,20 @@ class ThreadedStorageEngine(StorageEngine):
     def _lock_and_open(self, thread: EngineThread) -> Stored:
         check_not_a_directory(self.path)
         if self.exclusive:
-            lock = QueueLock(self.path)
+            lock = QueueLock(self.path, self, self.data_suffixes)
+            # The thread knows of the lock before it is taken, so that if the open is
+            # cancelled meanwhile, openers in this process wait for its release.
+            thread.lock = self._lock = lock
             lock.acquire()
-            thread.lock = lock
         try:
             stored = self.blocking_open()
         except BaseException:
             thread.unlock()
             raise
         thread.opened = True
+        if self._lock is not None:
+            # A new queue's file exists only now: lock it, unless another name reached it first.
+            self._lock.cover_file()
         return stored
 
     async def read(self, after: int, limit: int) -> list[Record]:

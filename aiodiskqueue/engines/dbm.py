@@ -132,6 +132,7 @@ class DbmEngine(ThreadedStorageEngine):
     """
 
     exclusive = True
+    data_suffixes = ("", ".dat", ".db", ".pag")  # the data file of each backend: lock that
 
     def __init__(
         self, path: str | os.PathLike[str], *, backend: str | None = None, page_size: int = 16384

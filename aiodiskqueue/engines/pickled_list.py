@@ -105,7 +105,13 @@ class PickledList(ThreadedStorageEngine):
         self._records = []
 
     def _write(self, records: list[Record]) -> None:
-        write_atomically(self.path, _dump(self._meta, records), fsync=self.options.fsync)
+        write_atomically(
+            self.path,
+            _dump(self._meta, records),
+            fsync=self.options.fsync,
+            # The lock goes with the queue's file, which a hard link may name too.
+            before_replace=self._lock.follow if self._lock is not None else None,
+        )
 
 
 class _Loaded(NamedTuple):

@@ -94,9 +94,9 @@ class SharedSqliteEngine(SharedStorageEngine):
         self, file: SqliteFile, thread: EngineThread
     ) -> tuple[dict[str, str], _Size]:
         check_not_a_directory(self.path)
-        lock = QueueLock(self.path)
+        lock = QueueLock(self.path, self)
+        thread.lock = lock  # before it is taken: see ThreadedStorageEngine._lock_and_open
         first = lock.acquire_shared(FIRST_OPENER_PATIENCE)
-        thread.lock = lock
         try:
             if first:
                 file.prepare()

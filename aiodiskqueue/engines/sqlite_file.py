@@ -28,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import framing, recovery
 from .base import OpenOptions, Record
-from .files import create_private, fsync_file, replace
+from .files import auxiliary_path, create_temporary, fsync_file, replace
 
 __all__ = [
     "INSERT",
@@ -180,9 +181,8 @@ class SqliteFile:
 
     def _build(self, meta: Mapping[str, str], records: Iterable[Record]) -> Path:
         """Write a new database beside the queue's path, and return where it is."""
-        temporary = self._sibling(".tmp")
-        temporary.unlink(missing_ok=True)
-        create_private(temporary)  # SQLite gives its -wal and -shm files the same mode
+        temporary = auxiliary_path(self.path, "tmp")
+        os.close(create_temporary(temporary))  # SQLite gives its -wal and -shm files its mode
         db = sqlite3.connect(temporary, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")  # as it will be used: opening changes nothing
