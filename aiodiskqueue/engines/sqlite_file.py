@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from . import framing, recovery
+from . import framing, legacy, recovery
 from .base import OpenOptions, Record
 from .files import create_private, fsync_file, replace
 
@@ -52,8 +52,14 @@ class SqliteFile:
         self.options = options
 
     def prepare(self) -> None:
-        """Create the database if there is none; check it, and salvage it if it is damaged."""
-        if not self.path.exists():
+        """Create the database if there is none; check it, and salvage it if it is damaged.
+
+        A database of aiodiskqueue 0.1 is upgraded (see `legacy`)."""
+        upgrade = legacy.begin(self.path, "sqlite", self.options)
+        if upgrade is not None:
+            self._install(self._build(upgrade.meta, upgrade.records))
+            upgrade.finish()
+        elif not self.path.exists():
             self._install(self._build(self.options.meta, ()))
         else:
             damage = self._check()
