@@ -36,6 +36,7 @@ from aiodiskqueue.engines import (
 from aiodiskqueue.engines.detect import detect
 
 from .helpers import within
+from .test_cli import run, succeeded
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_1"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((FIXTURES / "manifest.json").read_text())
@@ -325,3 +326,56 @@ def test_a_crash_at_any_step_of_the_upgrade_leaves_the_0_1_files_or_the_upgraded
         reopened = asyncio.run(items_in(path, engine_of(name, engine)))
         assert reopened == expected(name), f"crash at step {at}"
         assert legacy.find(path) is None
+
+
+# The command line
+
+
+@pytest.mark.parametrize("name", UPGRADED)
+def test_info_shows_a_0_1_queue_and_changes_no_file(name: str, copy: Callable[[str], Path]) -> None:
+    path = copy(name)
+    before = files(path.parent)
+    facts = json.loads(succeeded(run("info", "--json", path.name, cwd=path.parent)))
+    assert facts["from_0_1"] is True
+    assert facts["items"] == len(expected(name))
+    assert facts["serializer"] == "pickle"
+    assert facts["dbm_backend"] == MANIFEST[name].get("backend")
+    text = succeeded(run("info", path.name, cwd=path.parent))
+    assert "aiodiskqueue 0.1" in text
+    assert files(path.parent) == before
+
+
+@pytest.mark.parametrize("name", UPGRADED)
+def test_peek_shows_the_items_of_a_0_1_queue_and_changes_no_file(
+    name: str, copy: Callable[[str], Path]
+) -> None:
+    path = copy(name)
+    before = files(path.parent)
+    shown = succeeded(run("peek", "-n", "100", path.name, cwd=path.parent))
+    assert shown.splitlines() == [repr(item) for item in expected(name)]
+    assert files(path.parent) == before
+
+
+@pytest.mark.parametrize("name", UPGRADED)
+def test_migrate_copies_a_0_1_queue_and_changes_no_file_of_it(
+    name: str, copy: Callable[[str], Path]
+) -> None:
+    path = copy(name)
+    before = files(path.parent)
+    copied = path.parent.parent / "copy"
+    succeeded(run("migrate", "--engine", "PickledList", path, copied, cwd=path.parent))
+    assert files(path.parent) == before
+    assert asyncio.run(stored_items(copied)) == expected(name)
+
+
+@pytest.mark.parametrize("name", UPGRADED)
+def test_migrate_move_upgrades_a_0_1_queue_then_empties_it(
+    name: str, copy: Callable[[str], Path]
+) -> None:
+    path = copy(name)
+    moved = path.parent.parent / "moved"
+    succeeded(run("migrate", "--move", "--engine", "DbmEngine", path, moved, cwd=path.parent))
+    assert asyncio.run(stored_items(moved)) == expected(name)
+    assert asyncio.run(stored_items(path)) == []
+    assert not detect(path).from_0_1
+    assert Path(f"{path}.v0.1{MANIFEST[name]['files'][0][len('queue') :]}").exists()

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from ..engines import StorageEngine
 from ..engines.detect import QueueFiles
 from ..exceptions import AioDiskQueueError
 from .lines import DEFAULT_SERIALIZER, BadLine, ItemCodec
@@ -30,10 +29,13 @@ from .stores import (
     PAGE,
     CliError,
     Locked,
+    Readable,
+    Reading,
     Target,
     find,
     opened,
     pages,
+    reading,
     same_queue,
     target,
 )
@@ -62,7 +64,7 @@ def info(args: argparse.Namespace) -> int:
 
 async def _facts(found: QueueFiles) -> _Facts:
     try:
-        async with opened(found) as queue:
+        async with reading(found) as queue:
             serializer = queue.stored.meta.get("serializer", DEFAULT_SERIALIZER)
             return _Facts(found, serializer, queue.stored.size, None, False)
     except Locked as exc:
@@ -91,6 +93,8 @@ def _facts_text(facts: _Facts) -> str:
     if len(found.engine_names) > 1:
         engine += " (one file format)"
     lines = [("path", str(found.path)), ("engine", engine)]
+    if found.from_0_1:
+        lines.append(("format", "of aiodiskqueue 0.1: its engine upgrades it when it opens it"))
     if found.backend is not None:
         lines.append(("dbm backend", found.backend))
     if facts.owner is not None:
@@ -115,6 +119,7 @@ def _facts_json(facts: _Facts) -> dict[str, Any]:
     return {
         "path": str(found.path),
         "engines": list(found.engine_names),
+        "from_0_1": found.from_0_1,
         "dbm_backend": found.backend,
         "serializer": facts.serializer,
         "items": facts.items,
@@ -136,10 +141,10 @@ def peek(args: argparse.Namespace) -> int:
 
 
 async def _peek(found: QueueFiles, count: int, as_json: bool, raw: bool, out: TextIO) -> None:
-    async with opened(found) as queue:
+    async with reading(found) as queue:
         codec = ItemCodec.of(queue.stored.meta, raw=raw)
         left = count
-        async for records in pages(queue.engine, min(PAGE, count)):
+        async for records in pages(queue.records, min(PAGE, count)):
             for record in records[:left]:
                 out.write((codec.line if as_json else codec.text)(record.data) + "\n")
             left -= len(records)
@@ -159,10 +164,10 @@ def export(args: argparse.Namespace) -> int:
 
 
 async def _export(found: QueueFiles, out: TextIO, raw: bool, *, shown: bool) -> None:
-    async with opened(found) as queue:
+    async with reading(found) as queue:
         codec = ItemCodec.of(queue.stored.meta, raw=raw)
         with Progress("export", queue.stored.size, sys.stderr, shown=shown) as progress:
-            async for records in pages(queue.engine):
+            async for records in pages(queue.records):
                 out.write("".join(codec.line(record.data) + "\n" for record in records))
                 progress.advance(len(records))
 
@@ -323,19 +328,29 @@ def migrate(args: argparse.Namespace) -> int:
 
 async def _migrate(found: QueueFiles, destination: Target, *, move: bool, append: bool) -> int:
     """Copy the queue `found` to `destination`; with `move`, then empty it in one commit."""
-    async with opened(found, fsync=move) as source:
-        total = source.stored.size
-        await destination.open({} if destination.exists else source.stored.meta)
-        try:
-            _check_destination(destination, source.stored.meta, append)
-            keys: list[int] = []
-            with Progress("migrate", total, sys.stderr) as progress:
-                await _append(destination, _copies(source.engine, keys), total, progress)
-        finally:
-            await destination.close()
-        if move and keys:
-            await source.engine.commit((), keys)  # only once the destination holds every item
+    keys: list[int] = []
+    if not move:  # a queue of aiodiskqueue 0.1 is read as it is, not upgraded
+        async with reading(found) as source:
+            await _copy(Reading(source.records, source.stored), destination, append, keys)
+        return len(keys)
+    async with opened(found, fsync=True) as queue:
+        await _copy(Reading(queue.engine, queue.stored), destination, append, keys)
+        if keys:
+            await queue.engine.commit((), keys)  # only once the destination holds every item
     return len(keys)
+
+
+async def _copy(source: Reading, destination: Target, append: bool, keys: list[int]) -> None:
+    """Append the items of `source` to `destination`, adding their keys to `keys`."""
+    meta = source.stored.meta
+    await destination.open({} if destination.exists else meta)
+    try:
+        _check_destination(destination, meta, append)
+        total = source.stored.size
+        with Progress("migrate", total, sys.stderr) as progress:
+            await _append(destination, _copies(source.records, keys), total, progress)
+    finally:
+        await destination.close()
 
 
 def _check_destination(destination: Target, meta: Mapping[str, str], append: bool) -> None:
@@ -348,7 +363,7 @@ def _check_destination(destination: Target, meta: Mapping[str, str], append: boo
         )
 
 
-async def _copies(engine: StorageEngine, keys: list[int]) -> AsyncIterator[list[bytes]]:
+async def _copies(engine: Readable, keys: list[int]) -> AsyncIterator[list[bytes]]:
     """Yield the items of the open `engine` a page at a time, adding their keys to `keys`."""
     async for records in pages(engine):
         keys.extend(record.key for record in records)

@@ -5,17 +5,22 @@ A local queue is always opened with the single-owner engine of its format (see
 process changes it meanwhile, and with ``on_corruption="raise"``, so a damaged queue is
 reported and never recovered (recovery writes backups and rewrites files). Reading goes
 through `StorageEngine.read` a page at a time, so memory does not grow with the queue.
+
+A queue of aiodiskqueue 0.1 is read as it is, by `engines.legacy`, under the same lock,
+for the commands that only read; the commands that change it open it with its engine,
+which upgrades it first (keeping the 0.1 files as a backup).
 """
 
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
 import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .. import engines
 from ..engines import (
@@ -28,9 +33,10 @@ from ..engines import (
     SqliteEngine,
     StorageEngine,
     Stored,
+    legacy,
 )
 from ..engines.detect import QueueFiles, detect
-from ..engines.locking import recorded_owner
+from ..engines.locking import QueueLock, recorded_owner
 from ..exceptions import QueueCorruptedError, QueueLockedError
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "open_engine",
     "opened",
     "pages",
+    "reading",
     "same_queue",
     "target",
 ]
@@ -136,7 +143,61 @@ async def opened(found: QueueFiles, *, fsync: bool = False) -> AsyncIterator[Ope
         await engine.close()
 
 
-async def pages(engine: StorageEngine, size: int = PAGE) -> AsyncIterator[list[Record]]:
+class Readable(Protocol):
+    """What `pages` reads records from: an open engine, or the records of a 0.1 queue."""
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        """Return up to `limit` records with keys greater than `after`, in key order."""
+
+
+class Reading(NamedTuple):
+    """A local queue open to be read, changing nothing."""
+
+    records: Readable
+    stored: Stored
+
+
+@contextlib.asynccontextmanager
+async def reading(found: QueueFiles) -> AsyncIterator[Reading]:
+    """Open the queue `found` to read it, failing on damage; close it when the block ends.
+
+    Changes no item, and no file of a queue of aiodiskqueue 0.1, which is read as it is.
+    """
+    if not found.from_0_1:
+        async with opened(found) as queue:
+            yield Reading(queue.engine, queue.stored)
+        return
+    lock = QueueLock(found.path)
+    try:
+        lock.acquire()
+    except QueueLockedError:
+        raise Locked(found.path, recorded_owner(found.path)) from None
+    try:
+        old = legacy.find(found.path, found.format)
+        if old is None:
+            raise CliError(f"{found.path} changed while it was being read: try again")
+        try:
+            records = legacy.read(old)
+        except QueueCorruptedError as exc:
+            raise CliError(f"{exc} (nothing was changed)") from None
+        meta = {"serializer": "pickle"}  # aiodiskqueue 0.1 pickled every item
+        yield Reading(_Records(records), Stored(len(records), len(records), meta))
+    finally:
+        lock.release()
+
+
+class _Records:
+    """The records of a queue of aiodiskqueue 0.1, read whole, as 0.1 itself read them."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self._records = records
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        start = bisect.bisect_right(self._records, after, key=lambda record: record.key)
+        return self._records[start : start + limit]
+
+
+async def pages(engine: Readable, size: int = PAGE) -> AsyncIterator[list[Record]]:
     """Yield the records of the open `engine` in key order, `size` at a time."""
     after = 0
     while records := await engine.read(after, size):
