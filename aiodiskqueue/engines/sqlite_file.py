@@ -8,7 +8,9 @@ aiodiskqueue 0.2, which had none, gets them when it is first opened);
 ``size(count INTEGER NOT NULL, version INTEGER NOT NULL)``, one row that `SqliteEngine`
 keeps equal to the number of records, so that it can be read without counting them, and
 the number of its puts and gets, so that a count read earlier is known to be older. The
-database is in WAL mode.
+database is in WAL mode. Its ``PRAGMA user_version`` is the format's version, `VERSION`; a
+database of an older version, which had none (0), is told by its tables and upgraded when it
+is opened (see ``docs/formats.rst``), and one of a newer version is refused.
 
 A new database is built beside its path and renamed into place, so an existing file is
 never legitimately empty. Checking reads only (``PRAGMA quick_check`` and every record's
@@ -41,6 +43,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS size (count INTEGER NOT NULL, version INTEGER NOT NULL);
 """
 INSERT = "INSERT INTO queue (key, data, checksum) VALUES (?, ?, ?)"
+VERSION = 2
+"""The format's version: 0.1's was 0, 0.2.0's (without checksums) 1."""
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
 
 
@@ -62,6 +66,11 @@ class SqliteFile:
         elif not self.path.exists():
             self._install(self._build(self.options.meta, ()))
         else:
+            with (
+                contextlib.closing(self._look()) as look,
+                contextlib.suppress(sqlite3.DatabaseError),
+            ):
+                _version(look, self.path)  # a newer format is no damage: refuse it, unchanged
             damage = self._check()
             if damage is not None:
                 self._salvage(*damage)
@@ -80,6 +89,7 @@ class SqliteFile:
                     "BEGIN; ALTER TABLE queue ADD COLUMN checksum INTEGER;"
                     " UPDATE queue SET checksum = crc32(key, data); COMMIT;"
                 )
+            _set_version(db, self.path)
         except BaseException:
             db.close()
             raise
@@ -151,6 +161,7 @@ class SqliteFile:
         try:
             db.execute("PRAGMA journal_mode=WAL")  # as it will be used: opening changes nothing
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {VERSION}")
             db.execute("BEGIN")
             db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", meta.items())
             # A damaged table may yield a key twice: the first copy that passed its checksum stays.
@@ -264,6 +275,23 @@ def _select(db: sqlite3.Connection) -> str | None:
     # A record without a checksum is damaged, unless the table is one of 0.2, which had none.
     checksum = "coalesce(checksum, -1)" if "checksum" in _columns(db) else "NULL"
     return f"SELECT key, data, {checksum} FROM queue WHERE key >= ? ORDER BY key"
+
+
+def _set_version(db: sqlite3.Connection, path: Path) -> None:
+    """Give a database of an older version, brought up to date, the current one."""
+    if _version(db, path) < VERSION:
+        db.execute(f"PRAGMA user_version = {VERSION}")
+
+
+def _version(db: sqlite3.Connection, path: Path) -> int:
+    """The database's format version; `ValueError` if this release cannot read it."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > VERSION:
+        raise ValueError(
+            f"{path} is an SQLite queue of format version {version}, newer than this "
+            f"aiodiskqueue reads ({VERSION}): open it with the release that wrote it"
+        )
+    return int(version)
 
 
 def _columns(db: sqlite3.Connection) -> set[str]:
