@@ -17,12 +17,14 @@ import os
 import pickle
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import aiodiskqueue
 from aiodiskqueue import JsonSerializer, Queue, QueueCorruptedError
 from aiodiskqueue.engines import (
     DbmEngine,
@@ -379,3 +381,91 @@ def test_migrate_move_upgrades_a_0_1_queue_then_empties_it(
     assert asyncio.run(stored_items(path)) == []
     assert not detect(path).from_0_1
     assert Path(f"{path}.v0.1{MANIFEST[name]['files'][0][len('queue') :]}").exists()
+
+
+# The dbm modules of other Pythons
+
+
+_UPGRADE_AND_LIST = """
+import asyncio, json, os, sys
+from aiodiskqueue import Queue
+
+def tagged(item):
+    kind = {bytes: "bytes", str: "str", int: "int"}.get(type(item), "json")
+    return {kind: item.hex() if kind == "bytes" else item}
+
+async def main(path):
+    queue = await Queue.create(path, delivery="at-least-once")
+    async with queue:
+        items = [await asyncio.wait_for(queue.get(), 10) for _ in range(queue.qsize())]
+    print(json.dumps({"items": [tagged(item) for item in items]}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _other_pythons() -> dict[str, str]:
+    """A Python of this machine, 3.10 or later, for each dbm module this one lacks."""
+    lacking = {fixture["backend"] for fixture in MANIFEST.values() if not _readable_here(fixture)}
+    candidates = [
+        "/usr/bin/python3",
+        *sorted(str(path) for path in Path("/root/.pyenv/versions").glob("3.*/bin/python")),
+    ]
+    found: dict[str, str] = {}
+    for python in candidates:
+        if not lacking - set(found) or not os.access(python, os.X_OK):
+            continue
+        probe = subprocess.run(
+            [python, "-c", _HAS_MODULES, *sorted(lacking - set(found))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for module in probe.stdout.split():
+            found.setdefault(module, python)
+    return found
+
+
+_HAS_MODULES = """
+import importlib, sys
+if sys.version_info >= (3, 10):
+    for name in sys.argv[1:]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        print(name)
+"""
+
+OTHER_PYTHONS = _other_pythons()
+ELSEWHERE = [
+    pytest.param(name, OTHER_PYTHONS[fixture["backend"]], id=name)
+    for name, fixture in sorted(MANIFEST.items())
+    if not _readable_here(fixture) and fixture["backend"] in OTHER_PYTHONS
+]
+"""The fixtures of dbm modules that this Python lacks and another on this machine has."""
+
+
+@pytest.mark.parametrize(("name", "python"), ELSEWHERE)
+def test_a_python_with_the_dbm_module_of_a_0_1_queue_upgrades_it(
+    name: str, python: str, copy: Callable[[str], Path]
+) -> None:
+    path = copy(name)
+    before = files(path.parent)
+    result = subprocess.run(
+        [python, "-c", _UPGRADE_AND_LIST, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(aiodiskqueue.__file__).parent.parent)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["items"] == MANIFEST[name]["items"]
+    after = files(path.parent)
+    if name.endswith("-emptied"):  # no key tells it from a new database: opened as one
+        assert not [file for file in after if ".v0.1" in file]
+    else:
+        for file, content in before.items():
+            assert after[file.replace("queue", "queue.v0.1", 1)] == content

@@ -45,6 +45,7 @@ The backup is left in place: removing it is the user's choice, once the queue wo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import dbm
 import functools
@@ -58,7 +59,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar, cast
 
 from ..exceptions import QueueCorruptedError
 from .base import OpenOptions, Record, Stored
@@ -139,9 +140,8 @@ def _find_dbm(path: Path) -> Found | None:
     if not backend or (backend == "dbm.sqlite3" and _sqlite_columns(path, "Dict") is None):
         return None
     try:
-        importlib.import_module(backend)
-        with dbm.open(str(path), "r") as db:
-            keys = cast(list[bytes], db.keys())
+        with _dbm_reading(path, backend) as db:
+            keys = db.keys()
     except Exception:  # each backend fails in its own way on a file it cannot read
         return None  # a database this Python cannot read, or a damaged one: the engine reports it
     if keys and not all(_DBM_KEY.fullmatch(key) for key in keys):
@@ -194,7 +194,7 @@ def _sqlite_columns(path: Path, table: str) -> list[str] | None:
         with open(path, "rb") as file:
             if file.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
                 return None
-        with _looking(path) as db:
+        with contextlib.closing(_looking(path)) as db:
             columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
     except (OSError, sqlite3.Error):
         return None
@@ -202,8 +202,46 @@ def _sqlite_columns(path: Path, table: str) -> list[str] | None:
 
 
 def _looking(path: Path) -> sqlite3.Connection:
-    """A connection that reads the database at `path` and changes no file."""
-    return sqlite3.connect(f"{path.absolute().as_uri()}?immutable=1", uri=True)
+    """A connection that reads the database at `path` and changes no file.
+
+    As `SqliteFile` looks: a ``-wal`` left by a killed process holds commits, so it is read
+    (SQLite may create its ``-shm`` index for that); without one, the file is immutable.
+    """
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    return sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
+
+
+class _Values(Protocol):
+    def keys(self) -> list[bytes]: ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+@contextlib.contextmanager
+def _dbm_reading(path: Path, backend: str) -> Iterator[_Values]:
+    """The dbm database at `path`, opened to read it, changing no file."""
+    if backend == "dbm.sqlite3":  # whose read-only opening would create files beside it
+        with contextlib.closing(_looking(path)) as db:
+            yield _Dict(db)
+        return
+    importlib.import_module(backend)
+    with dbm.open(str(path), "r") as opened:
+        yield cast(_Values, opened)
+
+
+class _Dict:
+    """The table in which `dbm.sqlite3` keeps a database, read through `_looking`."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def keys(self) -> list[bytes]:
+        return [bytes(key) for (key,) in self._db.execute("SELECT key FROM Dict")]
+
+    def get(self, key: bytes) -> bytes | None:
+        row = self._db.execute("SELECT value FROM Dict WHERE key = CAST(? AS BLOB)", (key,))
+        value = row.fetchone()
+        return None if value is None else bytes(value[0])
 
 
 def _split_pickles(content: bytes) -> list[bytes] | None:
@@ -237,7 +275,8 @@ def _is_list(data: bytes) -> bool:
 
 
 def _read_dbm(found: Found) -> list[bytes]:
-    with dbm.open(str(found.path), "r") as db:
+    assert found.backend is not None
+    with _dbm_reading(found.path, found.backend) as db:
         head, tail = _number(db.get(b"head_id")), _number(db.get(b"tail_id"))
         if not head or not tail:  # as 0.1 read it: both or no items
             return []
@@ -275,7 +314,7 @@ def _read_pickle_sequence(found: Found) -> list[bytes]:
 
 
 def _read_sqlite(found: Found) -> list[bytes]:
-    with _looking(found.path) as db:
+    with contextlib.closing(_looking(found.path)) as db:
         rows = db.execute("SELECT item FROM queue ORDER BY rowid").fetchall()
     if not all(isinstance(item, bytes) for (item,) in rows):
         raise ValueError("a row of its queue table holds no pickle")
