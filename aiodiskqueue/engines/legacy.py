@@ -432,8 +432,12 @@ def upgrading(format: Format) -> Callable[[Callable[[E], Stored]], Callable[[E],
             if upgrade.backend is not None and asked is None:
                 engine.backend = upgrade.backend  # type: ignore[attr-defined]
             stored = blocking_open(engine)
-            engine.blocking_commit(upgrade.records, ())
-            upgrade.finish()
+            try:
+                engine.blocking_commit(upgrade.records, ())
+                upgrade.finish()
+            except BaseException:  # the opening fails, so nothing else closes what it opened
+                engine.blocking_close()
+                raise
             count = len(upgrade.records)
             return Stored(size=count, last_key=count, meta=stored.meta)
 
