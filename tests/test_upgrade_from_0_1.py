@@ -8,6 +8,7 @@ engine of today that opens its files.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
 import importlib
@@ -38,7 +39,7 @@ from aiodiskqueue.engines import (
 from aiodiskqueue.engines.detect import detect
 
 from .helpers import within
-from .test_cli import run, succeeded
+from .test_cli import failed, run, succeeded
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_1"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((FIXTURES / "manifest.json").read_text())
@@ -469,3 +470,41 @@ def test_a_python_with_the_dbm_module_of_a_0_1_queue_upgrades_it(
     else:
         for file, content in before.items():
             assert after[file.replace("queue", "queue.v0.1", 1)] == content
+
+
+class _Runs:
+    """An item whose unpickling makes a directory: the sign that unpickling ran its code."""
+
+    def __init__(self, sign: Path) -> None:
+        self.sign = sign
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os.mkdir, (str(self.sign),)
+
+
+def test_info_counts_the_items_of_a_0_1_pickled_list_without_unpickling_them(
+    tmp_path: Path,
+) -> None:
+    path, sign = tmp_path / "queue", tmp_path / "unpickled"
+    path.write_bytes(pickle.dumps(["one", _Runs(sign), {"three": _Runs(sign)}]))
+    facts = json.loads(succeeded(run("info", "--json", path.name, cwd=tmp_path)))
+    assert (facts["items"], facts["from_0_1"]) == (3, True)
+    assert not sign.exists()
+
+
+def test_peek_raw_refuses_a_0_1_pickled_list_whose_items_only_unpickling_can_split(
+    copy: Callable[[str], Path],
+) -> None:
+    path = copy("pickled-list")
+    before = files(path.parent)
+    failed(run("peek", "--raw", path.name, cwd=path.parent), "leave out --raw")
+    assert files(path.parent) == before
+
+
+def test_peek_raw_shows_the_pickles_of_a_0_1_pickle_sequence_as_they_are(
+    copy: Callable[[str], Path],
+) -> None:
+    path = copy("pickle-sequence")
+    shown = succeeded(run("peek", "--raw", "-n", "100", path.name, cwd=path.parent))
+    pickles = [ast.literal_eval(line) for line in shown.splitlines()]
+    assert [pickle.loads(data) for data in pickles] == expected("pickle-sequence")

@@ -141,7 +141,7 @@ def peek(args: argparse.Namespace) -> int:
 
 
 async def _peek(found: QueueFiles, count: int, as_json: bool, raw: bool, out: TextIO) -> None:
-    async with reading(found) as queue:
+    async with reading(found, unpickle=not raw) as queue:
         codec = ItemCodec.of(queue.stored.meta, raw=raw)
         left = count
         async for records in pages(queue.records, min(PAGE, count)):
@@ -164,7 +164,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 async def _export(found: QueueFiles, out: TextIO, raw: bool, *, shown: bool) -> None:
-    async with reading(found) as queue:
+    async with reading(found, unpickle=not raw) as queue:
         codec = ItemCodec.of(queue.stored.meta, raw=raw)
         with Progress("export", queue.stored.size, sys.stderr, shown=shown) as progress:
             async for records in pages(queue.records):

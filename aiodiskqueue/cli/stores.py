@@ -20,7 +20,7 @@ import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from .. import engines
 from ..engines import (
@@ -158,10 +158,12 @@ class Reading(NamedTuple):
 
 
 @contextlib.asynccontextmanager
-async def reading(found: QueueFiles) -> AsyncIterator[Reading]:
+async def reading(found: QueueFiles, *, unpickle: bool = True) -> AsyncIterator[Reading]:
     """Open the queue `found` to read it, failing on damage; close it when the block ends.
 
-    Changes no item, and no file of a queue of aiodiskqueue 0.1, which is read as it is.
+    Changes no item, and no file of a queue of aiodiskqueue 0.1, which is read as it is:
+    its items are read when first asked for, and counted without unpickling any. Without
+    `unpickle`, a 0.1 ``PickledList``, whose items are one pickle, is refused.
     """
     if not found.from_0_1:
         async with opened(found) as queue:
@@ -176,25 +178,42 @@ async def reading(found: QueueFiles) -> AsyncIterator[Reading]:
         old = legacy.find(found.path, found.format)
         if old is None:
             raise CliError(f"{found.path} changed while it was being read: try again")
-        try:
-            records = legacy.read(old)
-        except QueueCorruptedError as exc:
-            raise CliError(f"{exc} (nothing was changed)") from None
+        if not unpickle and old.engine == "PickledList":
+            raise CliError(
+                f"{found.path} is a PickledList of aiodiskqueue 0.1: its items are one "
+                "pickle, which must be unpickled to split them; leave out --raw"
+            )
+        size = _reported(legacy.count, old)
         meta = {"serializer": "pickle"}  # aiodiskqueue 0.1 pickled every item
-        yield Reading(_Records(records), Stored(len(records), len(records), meta))
+        yield Reading(_Records(old), Stored(size, size, meta))
     finally:
         lock.release()
 
 
 class _Records:
-    """The records of a queue of aiodiskqueue 0.1, read whole, as 0.1 itself read them."""
+    """The records of a queue of aiodiskqueue 0.1, read whole when first asked for, as
+    0.1 itself read them."""
 
-    def __init__(self, records: list[Record]) -> None:
-        self._records = records
+    def __init__(self, found: legacy.Found) -> None:
+        self._found = found
+        self._records: list[Record] | None = None
 
     async def read(self, after: int, limit: int) -> list[Record]:
+        if self._records is None:
+            self._records = _reported(legacy.read, self._found)
         start = bisect.bisect_right(self._records, after, key=lambda record: record.key)
         return self._records[start : start + limit]
+
+
+R = TypeVar("R")
+
+
+def _reported(reader: Callable[[legacy.Found], R], found: legacy.Found) -> R:
+    """Call `reader`, reporting a 0.1 queue that cannot be read as `CliError`."""
+    try:
+        return reader(found)
+    except QueueCorruptedError as exc:
+        raise CliError(f"{exc} (nothing was changed)") from None
 
 
 async def pages(engine: Readable, size: int = PAGE) -> AsyncIterator[list[Record]]:

@@ -68,7 +68,7 @@ from .files import fsync_directory, write_atomically
 if TYPE_CHECKING:
     from .base import ThreadedStorageEngine
 
-__all__ = ["BACKUP_SUFFIX", "Found", "Upgrade", "begin", "find", "read", "upgrading"]
+__all__ = ["BACKUP_SUFFIX", "Found", "Upgrade", "begin", "count", "find", "read", "upgrading"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +121,33 @@ def find(path: Path, format: Format | None = None) -> Found | None:
 def read(found: Found) -> list[Record]:
     """Return the items of the 0.1 queue `found` as records keyed 1, 2, ..., in order.
 
-    Changes no file. Raises `QueueCorruptedError` if they cannot all be read.
+    Changes no file. Raises `QueueCorruptedError` if they cannot all be read. Unpickles
+    the list of a ``PickledList``, and no other item.
     """
+    items = _reading(found, _READERS[found.engine])
+    return [Record(key, data) for key, data in enumerate(items, 1)]
+
+
+def count(found: Found) -> int:
+    """Return how many items the 0.1 queue `found` holds, unpickling none of them.
+
+    Changes no file. Raises `QueueCorruptedError` if they cannot be counted.
+    """
+    if found.engine == "PickledList":
+        return _reading(found, _count_pickled_list)
+    return len(_reading(found, _READERS[found.engine]))
+
+
+R = TypeVar("R")
+
+
+def _reading(found: Found, reader: Callable[[Found], R]) -> R:
     try:
-        items = _READERS[found.engine](found)
+        return reader(found)
     except Exception as exc:  # unpickling a list can raise almost anything
         raise QueueCorruptedError(
             f"{found.path} is a queue of aiodiskqueue 0.1 that cannot be read: {exc}"
         ) from exc
-    return [Record(key, data) for key, data in enumerate(items, 1)]
 
 
 # Finding
@@ -304,6 +322,43 @@ class _NumbersOnly(pickle.Unpickler):
 def _read_pickled_list(found: Found) -> list[bytes]:
     items = pickle.loads(found.path.read_bytes())
     return [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+
+
+def _count_pickled_list(found: Found) -> int:
+    items = _Shapes(io.BytesIO(found.path.read_bytes())).load()
+    if not isinstance(items, list):
+        raise ValueError(f"a pickled {type(items).__name__} where a list belongs")
+    return len(items)
+
+
+class _Shapes(pickle.Unpickler):
+    """Unpickles with every class that a pickle names replaced by `_Stub`: the containers
+    come out as they are, and no code that the pickle names runs."""
+
+    def find_class(self, module: str, name: str) -> type:
+        return _Stub
+
+
+class _Stub:
+    """Stands for any object of a class, taking whatever unpickling gives it."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> _Stub:
+        return object.__new__(cls)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, item: object) -> None:
+        pass
+
+    def extend(self, items: object) -> None:
+        pass
 
 
 def _read_pickle_sequence(found: Found) -> list[bytes]:
