@@ -21,7 +21,8 @@ Finding reads the files and never changes them. It tells the formats apart by th
 without unpickling anything: the keys of a dbm database, the columns of the SQLite table,
 the pickle opcodes of a file (`pickletools.genops`). Reading keeps each item's pickle as the
 record's data, which is what `PickleSerializer` reads; only a pickled list is unpickled,
-to split it into items, and so only for a queue opened with the pickle serializer. A file
+to split it into items, and so only for a queue opened with the pickle serializer (`count`
+counts its items with every class it names replaced by a stand-in, running none). A file
 that is one pickle of a list is read as a ``PickledList``, even if ``PickleSequence`` wrote
 it with a list as its one item.
 
@@ -90,6 +91,7 @@ _FILES: dict[Format, tuple[str, ...]] = {
 _DBM_KEY = re.compile(rb"head_id|tail_id|item-[1-9][0-9]*")
 _DBM_META_START = b'{"format": "aiodiskqueue.dbm"'  # how today's dbm.dumb data file begins
 _SQLITE_MAGIC = b"SQLite format 3\0"
+_PICKLE_PROTOCOL = b"\x80"  # how a pickle of protocol 2 or later, as 0.1 wrote, begins
 
 
 class Found(NamedTuple):
@@ -159,13 +161,16 @@ def _find_dbm(path: Path) -> Found | None:
         return None
     try:
         with _dbm_reading(path, backend) as db:
+            if db.get(b"meta") is not None:
+                return None  # today's format, known without listing its keys
             keys = db.keys()
     except Exception:  # each backend fails in its own way on a file it cannot read
         return None  # a database this Python cannot read, or a damaged one: the engine reports it
-    if keys and not all(_DBM_KEY.fullmatch(key) for key in keys):
+    if not keys:  # no key tells a new database from an emptied one, but for dbm.dumb
+        if not (backend == "dbm.dumb" and _emptied_dumb(path)):
+            return None
+    elif not all(_DBM_KEY.fullmatch(key) for key in keys):
         return None
-    if not keys and not (backend == "dbm.dumb" and _emptied_dumb(path)):
-        return None  # no key tells whose it is: the engine opens it as a new queue
     files = tuple(file for file in _paths(path, "dbm") if file.is_file())
     return Found(path, "dbm", "DbmEngine", backend, files)
 
@@ -180,10 +185,12 @@ def _emptied_dumb(path: Path) -> bool:
 
 def _find_pickles(path: Path) -> Found | None:
     try:
-        content = path.read_bytes()
+        with path.open("rb") as file:
+            if file.read(1) != _PICKLE_PROTOCOL:  # a file of today, or none of a queue
+                return None
+            file.seek(0)
+            content = file.read()
     except (FileNotFoundError, IsADirectoryError):
-        return None
-    if not content:
         return None
     pickles = _split_pickles(content)
     if pickles is None:
