@@ -508,3 +508,17 @@ def test_peek_raw_shows_the_pickles_of_a_0_1_pickle_sequence_as_they_are(
     shown = succeeded(run("peek", "--raw", "-n", "100", path.name, cwd=path.parent))
     pickles = [ast.literal_eval(line) for line in shown.splitlines()]
     assert [pickle.loads(data) for data in pickles] == expected("pickle-sequence")
+
+
+def test_an_interrupted_upgrade_is_finished_only_by_an_engine_of_its_format(
+    copy: Callable[[str], Path],
+) -> None:
+    path = copy("pickled-list")
+    with pytest.MonkeyPatch.context() as crash:
+        Crashing(crash, at=2)  # the backup and the marker are written: the 0.1 file goes next
+        with pytest.raises(Crash):
+            asyncio.run(open_and_close(path, PickledList))
+    assert Path(f"{path}.v0.1-upgrade").exists()
+    with pytest.raises(ValueError, match="being upgraded from a PickledList queue"):
+        asyncio.run(open_and_close(path, DbmEngine))
+    assert asyncio.run(items_in(path, PickledList)) == expected("pickled-list")

@@ -1,7 +1,7 @@
 """Queues that aiodiskqueue 0.1 wrote: finding one at a path, reading it, upgrading it in place.
 
 0.1 kept no version in its files; they are version 0 of each engine's format, and every item
-in them is `pickle.dumps(item)` (0.1 had no other serializer)::
+in them is `pickle.dumps(item)` (0.1 had no other serializer):
 
 ``DbmEngine``
     A database of whichever module `dbm.open` preferred on the Python that made it. Keys
@@ -453,7 +453,7 @@ def begin(
         for file in found.files:
             backup = Path(f"{_backup(path)}{file.name[len(path.name) :]}")
             write_atomically(backup, file.read_bytes(), fsync=options.fsync)
-        content = {"engine": found.engine, "backend": found.backend}
+        content = {"format": format, "engine": found.engine, "backend": found.backend}
         write_atomically(marker, json.dumps(content).encode(), fsync=options.fsync)
     for file in _paths(path, format):
         file.unlink(missing_ok=True)
@@ -466,6 +466,11 @@ def begin(
 def _resumed(path: Path, format: Format, marker: Path) -> Found:
     """The backup of an upgrade that a crash interrupted after it was complete."""
     content = json.loads(marker.read_text())
+    if content["format"] != format:
+        raise ValueError(
+            f"{path} is being upgraded from a {content['engine']} queue of aiodiskqueue 0.1: "
+            "open it with the engine of that name to finish"
+        )
     backup = _backup(path)
     suffixes = _FILES[format]
     files = tuple(file for file in (Path(f"{backup}{end}") for end in suffixes) if file.is_file())
