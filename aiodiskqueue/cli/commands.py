@@ -36,7 +36,6 @@ from .stores import (
     drop_server_queue,
     find,
     is_address,
-    opened,
     reading,
     same_queue,
     target,
@@ -101,9 +100,9 @@ def _labelled(lines: Sequence[tuple[str, str]]) -> str:
 
 async def _facts(found: QueueFiles) -> _Facts:
     try:
-        async with opened(found) as queue:
-            serializer = queue.stored.meta.get("serializer", DEFAULT_SERIALIZER)
-            return _Facts(found, serializer, queue.stored.size, None, False)
+        async with reading(str(found.path)) as source:
+            serializer = source.meta.get("serializer", DEFAULT_SERIALIZER)
+            return _Facts(found, serializer, source.size, None, False)
     except Locked as exc:
         if found.format != "sqlite":  # its files cannot be read while another owner writes
             return _Facts(found, None, None, exc.owner, exc.shared)
@@ -130,6 +129,8 @@ def _facts_text(facts: _Facts) -> str:
     if len(found.engine_names) > 1:
         engine += " (one file format)"
     lines = [("path", str(found.path)), ("engine", engine)]
+    if found.from_0_1:
+        lines.append(("format", "of aiodiskqueue 0.1: its engine upgrades it when it opens it"))
     if found.backend is not None:
         lines.append(("dbm backend", found.backend))
     if facts.owner is not None:
@@ -154,6 +155,7 @@ def _facts_json(facts: _Facts) -> dict[str, Any]:
     return {
         "path": str(found.path),
         "engines": list(found.engine_names),
+        "from_0_1": found.from_0_1,
         "dbm_backend": found.backend,
         "serializer": facts.serializer,
         "items": facts.items,
@@ -174,7 +176,7 @@ def peek(args: argparse.Namespace) -> int:
 
 
 async def _peek(place: str, count: int, as_json: bool, raw: bool, out: TextIO) -> None:
-    async with reading(place) as source:
+    async with reading(place, unpickle=not raw) as source:
         codec = ItemCodec.of(source.meta, raw=raw)
         show = codec.line if as_json else codec.text
         async with contextlib.aclosing(source.batches(count)) as batches:
@@ -195,7 +197,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 async def _export(place: str, out: TextIO, raw: bool, *, shown: bool) -> None:
-    async with reading(place) as source:
+    async with reading(place, unpickle=not raw) as source:
         codec = ItemCodec.of(source.meta, raw=raw)
         with Progress("export", source.size, sys.stderr, shown=shown) as progress:
             async with contextlib.aclosing(source.batches()) as batches:

@@ -13,11 +13,16 @@ putting and getting meanwhile. It is looked for first (`SharedStorageEngine.exis
 a command that reads a queue never creates one, and read with `SharedStorageEngine.items`,
 which takes nothing from the queue's users. Addresses are shown with their passwords hidden
 (`redacted`).
+
+A queue of aiodiskqueue 0.1 is read as it is, by `engines.legacy`, under the same lock,
+for the commands that only read; the commands that change it open it with its engine,
+which upgrades it first (keeping the 0.1 files as a backup).
 """
 
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
 import hashlib
 import importlib
@@ -25,7 +30,7 @@ import os
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from .. import engines
 from ..engines import (
@@ -38,6 +43,7 @@ from ..engines import (
     SqliteEngine,
     StorageEngine,
     Stored,
+    legacy,
 )
 from ..engines.detect import QueueFiles, detect
 from ..engines.locking import QueueLock, recorded_owner
@@ -50,6 +56,7 @@ __all__ = [
     "CliError",
     "Locked",
     "Opened",
+    "Readable",
     "Source",
     "Target",
     "delete_files",
@@ -171,7 +178,76 @@ async def opened(found: QueueFiles, *, fsync: bool = False) -> AsyncIterator[Ope
         await engine.close()
 
 
-async def pages(engine: StorageEngine, size: int = PAGE) -> AsyncIterator[list[Record]]:
+class Readable(Protocol):
+    """What `pages` reads records from: an open engine, or the records of a 0.1 queue."""
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        """Return up to `limit` records with keys greater than `after`, in key order."""
+
+
+@contextlib.asynccontextmanager
+async def _read_as_it_is(found: QueueFiles, *, unpickle: bool) -> AsyncIterator[Opened0_1]:
+    """Open the queue of aiodiskqueue 0.1 `found` to read it as it is, changing no file.
+
+    Its lock is held meanwhile; its items are read when first asked for, and counted
+    without unpickling any. Without `unpickle`, a 0.1 ``PickledList``, whose items are one
+    pickle, is refused.
+    """
+    lock = QueueLock(found.path)
+    try:
+        lock.acquire()
+    except QueueLockedError:
+        raise Locked(found.path, recorded_owner(found.path)) from None
+    try:
+        old = legacy.find(found.path, found.format)
+        if old is None:
+            raise CliError(f"{found.path} changed while it was being read: try again")
+        if not unpickle and old.engine == "PickledList":
+            raise CliError(
+                f"{found.path} is a PickledList of aiodiskqueue 0.1: its items are one "
+                "pickle, which must be unpickled to split them; leave out --raw"
+            )
+        size = _reported(legacy.count, old)
+        meta = {"serializer": "pickle"}  # aiodiskqueue 0.1 pickled every item
+        yield Opened0_1(_Records(old), Stored(size, size, meta))
+    finally:
+        lock.release()
+
+
+class Opened0_1(NamedTuple):
+    """A queue of aiodiskqueue 0.1, open to be read as it is."""
+
+    records: Readable
+    stored: Stored
+
+
+class _Records:
+    """The records of a queue of aiodiskqueue 0.1, read whole when first asked for, as
+    0.1 itself read them."""
+
+    def __init__(self, found: legacy.Found) -> None:
+        self._found = found
+        self._records: list[Record] | None = None
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        if self._records is None:
+            self._records = _reported(legacy.read, self._found)
+        start = bisect.bisect_right(self._records, after, key=lambda record: record.key)
+        return self._records[start : start + limit]
+
+
+R = TypeVar("R")
+
+
+def _reported(reader: Callable[[legacy.Found], R], found: legacy.Found) -> R:
+    """Call `reader`, reporting a 0.1 queue that cannot be read as `CliError`."""
+    try:
+        return reader(found)
+    except QueueCorruptedError as exc:
+        raise CliError(f"{exc} (nothing was changed)") from None
+
+
+async def pages(engine: Readable, size: int = PAGE) -> AsyncIterator[list[Record]]:
     """Yield the records of the open `engine` in key order, `size` at a time."""
     after = 0
     while records := await engine.read(after, size):
@@ -210,13 +286,15 @@ class Source(abc.ABC):
 
 
 class _LocalSource(Source):
-    """A local queue, held by its single-owner engine: nobody else changes it meanwhile."""
+    """A local queue, held by its single-owner engine (or, for a queue of aiodiskqueue 0.1
+    read as it is, its lock): nobody else changes it meanwhile."""
 
-    def __init__(self, found: QueueFiles, queue: Opened) -> None:
+    def __init__(self, found: QueueFiles, queue: Opened | Opened0_1) -> None:
         self.name = str(found.path)
         self.engine_names = found.engine_names
         self.meta, self.size = queue.stored.meta, queue.stored.size
-        self._engine = queue.engine
+        self._records: Readable = queue.records if isinstance(queue, Opened0_1) else queue.engine
+        self._engine = queue.engine if isinstance(queue, Opened) else None
         self._read: list[int] = []  # the keys of the items read with `remember`
 
     async def batches(
@@ -224,7 +302,7 @@ class _LocalSource(Source):
     ) -> AsyncGenerator[list[bytes], None]:
         self._read = []
         left = limit
-        async for records in pages(self._engine, PAGE if left is None else min(PAGE, left)):
+        async for records in pages(self._records, PAGE if left is None else min(PAGE, left)):
             records = records if left is None else records[:left]
             if remember:
                 self._read.extend(record.key for record in records)
@@ -236,13 +314,18 @@ class _LocalSource(Source):
 
     async def remove_read(self) -> None:
         if self._read:
-            await self._engine.commit((), self._read)
+            await self._writable().commit((), self._read)
 
     async def purge(self) -> int:
-        keys = [record.key async for records in pages(self._engine) for record in records]
+        keys = [record.key async for records in pages(self._records) for record in records]
         if keys:
-            await self._engine.commit((), keys)
+            await self._writable().commit((), keys)
         return len(keys)
+
+    def _writable(self) -> StorageEngine:
+        if self._engine is None:  # `reading` opens a 0.1 queue with its engine to change it
+            raise CliError(f"{self.name} is read as it is: it cannot be changed")
+        return self._engine
 
 
 class _ServerSource(Source):
@@ -297,14 +380,22 @@ def _digest(data: bytes) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def reading(place: str, *, fsync: bool = False) -> AsyncIterator[Source]:
+async def reading(
+    place: str, *, fsync: bool = False, unpickle: bool = True
+) -> AsyncIterator[Source]:
     """Open the queue at `place`, a path or a server address, to read (and maybe empty);
     close it when the block ends. A queue that does not exist is reported, never created.
 
-    Pass `fsync` to make changes survive a power loss.
+    Pass `fsync` to change the queue, durably (to survive a power loss): a queue of
+    aiodiskqueue 0.1 is then opened with its engine, which upgrades it first; without it, it
+    is read as it is (`unpickle`: see `_read_as_it_is`).
     """
     if not is_address(place):
         found = find(place)
+        if found.from_0_1 and not fsync:
+            async with _read_as_it_is(found, unpickle=unpickle) as old:
+                yield _LocalSource(found, old)
+            return
         async with opened(found, fsync=fsync) as queue:
             yield _LocalSource(found, queue)
         return

@@ -29,6 +29,9 @@ from .pickled_list import PickledList
 from .shared import KnownSize, SharedStorageEngine
 from .sqlite import SharedSqliteEngine
 
+PickleSequence = PickledList
+"""The name of aiodiskqueue 0.1's other single-file engine, whose files PickledList upgrades."""
+
 if TYPE_CHECKING:
     from .postgres import PostgresEngine
     from .redis import RedisEngine
@@ -40,6 +43,7 @@ __all__ = [
     "FifoStorageEngine",
     "KnownSize",
     "OpenOptions",
+    "PickleSequence",
     "PickledList",
     "PostgresEngine",
     "Record",

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, cast
 
-from . import framing, recovery
+from . import framing, legacy, recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
 from .sqlite_file import sqlite_tables
@@ -152,6 +152,7 @@ class DbmEngine(ThreadedStorageEngine):
 
     # Opening: look without changing anything, report damage, then write what is needed.
 
+    @legacy.upgrading("dbm")
     def blocking_open(self) -> Stored:
         problems: list[str] = []
         found = self._existing_backend()

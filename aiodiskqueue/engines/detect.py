@@ -7,7 +7,9 @@ Each local engine's files are known by how they begin:
 - ``AQPL``: `PickledList`;
 - a `dbm` database, as `dbm.whichdb` tells it (``dbm.gnu``, ``dbm.ndbm``, ``dbm.dumb``'s
   ``.dat`` and ``.dir``, or an SQLite database with ``dbm.sqlite3``'s ``Dict`` table):
-  `DbmEngine`, which records its backend so and reopens a queue with it.
+  `DbmEngine`, which records its backend so and reopens a queue with it;
+- the files of aiodiskqueue 0.1, as `legacy.find` tells them, which the engine of today's
+  format upgrades when it opens them.
 
 Looking reads the files and, for SQLite, the table names through a read-only connection;
 it takes no lock, so it may run while another process has the queue open.
@@ -22,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from . import legacy
 from .base import ThreadedStorageEngine
 from .dbm import DbmEngine
 from .exclusive_sqlite import SqliteEngine
@@ -60,6 +63,8 @@ class QueueFiles(NamedTuple):
     """The `dbm` module of a ``"dbm"`` queue; None for the other formats."""
     files: tuple[Path, ...]
     """The files that hold the queue (not its ``.lock``), all of which exist."""
+    from_0_1: bool = False
+    """True if aiodiskqueue 0.1 wrote the files: opening them with an engine upgrades them."""
 
     @property
     def engine_names(self) -> tuple[str, ...]:
@@ -91,6 +96,9 @@ def detect(path: str | os.PathLike[str]) -> QueueFiles:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a queue")
+    old = legacy.find(path)
+    if old is not None:
+        return QueueFiles(path, old.format, old.backend, old.files, from_0_1=True)
     head = _head(path)
     if head is not None and head.startswith(_SQLITE_MAGIC):
         if "Dict" in _sqlite_tables(path) - {"queue"}:  # dbm.sqlite3's table

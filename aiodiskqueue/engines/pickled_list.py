@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from . import framing, recovery
+from . import framing, legacy, recovery
 from .base import Record, Stored, ThreadedStorageEngine
 from .files import write_atomically
 
@@ -64,6 +64,7 @@ class PickledList(ThreadedStorageEngine):
     _meta: dict[str, str]
     _records: list[Record]
 
+    @legacy.upgrading("pickled-list")
     def blocking_open(self) -> Stored:
         try:
             content = self.path.read_bytes()

@@ -8,7 +8,9 @@ aiodiskqueue 0.2, which had none, gets them when it is first opened);
 ``size(count INTEGER NOT NULL, version INTEGER NOT NULL)``, one row that `SharedSqliteEngine`
 keeps equal to the number of records, so that it can be read without counting them, and
 the number of its puts and gets, so that a count read earlier is known to be older. The
-database is in WAL mode.
+database is in WAL mode. Its ``PRAGMA user_version`` is the format's version, `VERSION`; a
+database of an older version, which had none (0), is told by its tables and upgraded when it
+is opened (see ``docs/formats.rst``), and one of a newer version is refused.
 
 A new database is built beside its path and renamed into place, so an existing file is
 never legitimately empty: an empty file (without a log) is the one ``tempfile.mkstemp()``
@@ -33,7 +35,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from . import framing, recovery
+from . import framing, legacy, recovery
 from .base import OpenOptions, Record
 from .files import auxiliary_path, create_temporary, fsync_file, replace
 
@@ -63,6 +65,9 @@ _COLUMNS = {
     "meta": ({("name", "TEXT", 1), ("value", "TEXT", 0)},),
     "size": ({("count", "INTEGER", 0), ("version", "INTEGER", 0)},),
 }
+
+VERSION = 2
+"""The format's version: 0.1's was 0, 0.2.0's (without checksums) 1."""
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
 _MAGIC = b"SQLite format 3\0"
 # What reading a damaged database raises: SQLite's error, or Python's when SQLite's message
@@ -78,10 +83,21 @@ class SqliteFile:
         self.options = options
 
     def prepare(self) -> None:
-        """Create the database if there is none; check it, and salvage it if it is damaged."""
-        if self._is_new():
+        """Create the database if there is none; check it, and salvage it if it is damaged.
+
+        A database of aiodiskqueue 0.1 is upgraded (see `legacy`)."""
+        upgrade = legacy.begin(self.path, "sqlite", self.options)
+        if upgrade is not None:
+            self._install(self._build(upgrade.meta, upgrade.records))
+            upgrade.finish()
+        elif self._is_new():
             self._install(self._build(self.options.meta, ()))
         else:
+            with (
+                contextlib.closing(self._look()) as look,
+                contextlib.suppress(sqlite3.DatabaseError),
+            ):
+                _version(look, self.path)  # a newer format is no damage: refuse it, unchanged
             damage = self._check()
             if damage is not None:
                 self._salvage(*damage)
@@ -111,6 +127,7 @@ class SqliteFile:
                     "BEGIN; ALTER TABLE queue ADD COLUMN checksum INTEGER;"
                     " UPDATE queue SET checksum = crc32(key, data); COMMIT;"
                 )
+            _set_version(db, self.path)
         except BaseException:
             db.close()
             raise
@@ -187,6 +204,7 @@ class SqliteFile:
         try:
             db.execute("PRAGMA journal_mode=WAL")  # as it will be used: opening changes nothing
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {VERSION}")
             db.execute("BEGIN")
             db.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", meta.items())
             # A damaged table may yield a key twice: the first copy that passed its checksum stays.
@@ -374,6 +392,23 @@ def _read_meta(db: sqlite3.Connection) -> tuple[dict[str, str], bool]:
         except (AttributeError, UnicodeDecodeError):  # NULL, or not UTF-8
             whole = False
     return meta, whole
+
+
+def _set_version(db: sqlite3.Connection, path: Path) -> None:
+    """Give a database of an older version, brought up to date, the current one."""
+    if _version(db, path) < VERSION:
+        db.execute(f"PRAGMA user_version = {VERSION}")
+
+
+def _version(db: sqlite3.Connection, path: Path) -> int:
+    """The database's format version; `ValueError` if this release cannot read it."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > VERSION:
+        raise ValueError(
+            f"{path} is an SQLite queue of format version {version}, newer than this "
+            f"aiodiskqueue reads ({VERSION}): open it with the release that wrote it"
+        )
+    return int(version)
 
 
 def _intact(key: object, data: object, checksum: object) -> bool:
