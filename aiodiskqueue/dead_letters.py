@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .engines.files import auxiliary_path, open_auxiliary
+from .engines.storage.files import auxiliary_path, open_auxiliary
 
 __all__ = ["DeadLetter", "append", "dead_letters_path", "read"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aiodiskqueue.engines import Record, SharedSqliteEngine
-from aiodiskqueue.engines.files import auxiliary_path
+from aiodiskqueue.engines.storage.files import auxiliary_path
 
 from .conftest import ENGINES
 from .test_engines import EngineFactory, records

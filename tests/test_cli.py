@@ -37,7 +37,7 @@ from aiodiskqueue.engines import (
     SqliteEngine,
     StorageEngine,
 )
-from aiodiskqueue.engines.detect import detect
+from aiodiskqueue.engines.storage.detect import detect
 
 from .conftest import DBM_BACKENDS, ENGINES, FILE_ENGINES
 from .servers import postgres_queue, redis_queue

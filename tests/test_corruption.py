@@ -33,9 +33,8 @@ from aiodiskqueue.engines import (
     Record,
     SqliteEngine,
     StorageEngine,
-    framing,
-    recovery,
 )
+from aiodiskqueue.engines.storage import framing, recovery
 
 from .conftest import ENGINES as ALL_ENGINES
 from .conftest import FILE_ENGINES

@@ -13,7 +13,7 @@ import pytest
 
 from aiodiskqueue import QueueLockedError
 from aiodiskqueue.engines import Record, StorageEngine, Stored
-from aiodiskqueue.engines.files import auxiliary_path
+from aiodiskqueue.engines.storage.files import auxiliary_path
 
 from .conftest import ENGINES
 

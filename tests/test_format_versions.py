@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aiodiskqueue.engines import OpenOptions, Record, SqliteEngine
-from aiodiskqueue.engines.sqlite_file import VERSION
+from aiodiskqueue.engines.sqlite.file import VERSION
 
 RAISE = OpenOptions(on_corruption="raise")
 

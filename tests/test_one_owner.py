@@ -16,7 +16,7 @@ import pytest
 
 from aiodiskqueue import Queue, QueueLockedError
 from aiodiskqueue.engines import SharedSqliteEngine, SqliteEngine, StorageEngine
-from aiodiskqueue.engines.files import AUXILIARY_MARKER
+from aiodiskqueue.engines.storage.files import AUXILIARY_MARKER
 
 from .conftest import ENGINES, FILE_ENGINES
 from .helpers import within

@@ -19,7 +19,7 @@ import pytest
 
 from aiodiskqueue import Queue, QueueClosedError, QueueConnectionError
 from aiodiskqueue.engines import SharedStorageEngine
-from aiodiskqueue.engines.shared import redacted
+from aiodiskqueue.engines.contracts.shared import redacted
 
 from .conftest import unique_name, unreachable
 from .helpers import free_port, within

@@ -22,7 +22,7 @@ import redis.exceptions
 
 from aiodiskqueue import Queue, QueueConnectionError
 from aiodiskqueue.engines import OpenOptions
-from aiodiskqueue.engines.base import DEFAULT_OPTIONS
+from aiodiskqueue.engines.contracts.local import DEFAULT_OPTIONS
 from aiodiskqueue.engines.redis import RedisEngine
 
 from .conftest import REDIS_URL, unique_name, unreachable

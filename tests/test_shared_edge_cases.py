@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiodiskqueue import Queue, QueueLockedError
 from aiodiskqueue.engines import SharedSqliteEngine, SqliteEngine
-from aiodiskqueue.engines.locking import QueueLock
+from aiodiskqueue.engines.storage.locking import QueueLock
 
 from .helpers import within
 

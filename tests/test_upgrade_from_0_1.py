@@ -34,9 +34,9 @@ from aiodiskqueue.engines import (
     PickleSequence,
     SharedSqliteEngine,
     SqliteEngine,
-    legacy,
 )
-from aiodiskqueue.engines.detect import detect
+from aiodiskqueue.engines.storage import legacy
+from aiodiskqueue.engines.storage.detect import detect
 
 from .helpers import within
 from .test_cli import failed, run, succeeded

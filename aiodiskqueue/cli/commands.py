@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from ..engines.detect import QueueFiles
-from ..engines.shared import redacted
+from ..engines.contracts.shared import redacted
+from ..engines.storage.detect import QueueFiles
 from ..exceptions import AioDiskQueueError
 from .lines import DEFAULT_SERIALIZER, BadLine, ItemCodec
 from .progress import Progress

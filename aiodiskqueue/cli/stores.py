@@ -2,7 +2,7 @@
 append to.
 
 A local queue is always opened with the single-owner engine of its format (see
-`engines.detect`), which holds its lock for as long as the command runs, so no other
+`engines.storage.detect`), which holds its lock for as long as the command runs, so no other
 process changes it meanwhile, and with ``on_corruption="raise"``, so a damaged queue is
 reported and never recovered (recovery writes backups and rewrites files). Reading goes
 through `StorageEngine.read` a page at a time, so memory does not grow with the queue.
@@ -14,7 +14,7 @@ a command that reads a queue never creates one, and read with `SharedStorageEngi
 which takes nothing from the queue's users. Addresses are shown with their passwords hidden
 (`redacted`).
 
-A queue of aiodiskqueue 0.1 is read as it is, by `engines.legacy`, under the same lock,
+A queue of aiodiskqueue 0.1 is read as it is, by `engines.storage.legacy`, under the same lock,
 for the commands that only read; the commands that change it open it with its engine,
 which upgrades it first (keeping the 0.1 files as a backup).
 """
@@ -43,11 +43,11 @@ from ..engines import (
     SqliteEngine,
     StorageEngine,
     Stored,
-    legacy,
 )
-from ..engines.detect import QueueFiles, detect
-from ..engines.locking import QueueLock, recorded_owner
-from ..engines.shared import redacted
+from ..engines.contracts.shared import redacted
+from ..engines.storage import legacy
+from ..engines.storage.detect import QueueFiles, detect
+from ..engines.storage.locking import QueueLock, recorded_owner
 from ..exceptions import QueueCorruptedError, QueueLockedError
 
 __all__ = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import (
+from .contracts.local import (
     DEFAULT_OPTIONS,
     FifoStorageEngine,
     OpenOptions,
@@ -23,11 +23,11 @@ from .base import (
     Stored,
     ThreadedStorageEngine,
 )
+from .contracts.shared import KnownSize, SharedStorageEngine
 from .dbm import DbmEngine
-from .exclusive_sqlite import ExclusiveSqliteEngine, SqliteEngine
 from .pickled_list import PickledList
-from .shared import KnownSize, SharedStorageEngine
-from .sqlite import SharedSqliteEngine
+from .sqlite.engine import ExclusiveSqliteEngine, SqliteEngine
+from .sqlite.shared import SharedSqliteEngine
 
 PickleSequence = PickledList
 """The name of aiodiskqueue 0.1's other single-file engine, whose files PickledList upgrades."""

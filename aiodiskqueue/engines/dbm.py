@@ -76,10 +76,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, cast
 
-from . import framing, legacy, recovery
-from .base import Record, Stored, ThreadedStorageEngine
-from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
-from .sqlite_file import sqlite_tables
+from .contracts.local import Record, Stored, ThreadedStorageEngine
+from .sqlite.file import sqlite_tables
+from .storage import framing, legacy, recovery
+from .storage.files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
 
 __all__ = ["DbmEngine"]
 

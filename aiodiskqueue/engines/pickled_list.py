@@ -31,9 +31,9 @@ import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from . import framing, legacy, recovery
-from .base import Record, Stored, ThreadedStorageEngine
-from .files import write_atomically
+from .contracts.local import Record, Stored, ThreadedStorageEngine
+from .storage import framing, legacy, recovery
+from .storage.files import write_atomically
 
 __all__ = ["PickledList"]
 

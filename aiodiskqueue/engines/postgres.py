@@ -72,8 +72,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from ..exceptions import QueueConnectionError
-from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import KnownSize, SharedStorageEngine, redacted
+from .contracts.local import DEFAULT_OPTIONS, OpenOptions
+from .contracts.shared import KnownSize, SharedStorageEngine, redacted
 
 __all__ = ["PostgresEngine"]
 

@@ -78,8 +78,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..exceptions import QueueConnectionError
-from .base import DEFAULT_OPTIONS, OpenOptions
-from .shared import SharedStorageEngine, redacted
+from .contracts.local import DEFAULT_OPTIONS, OpenOptions
+from .contracts.shared import SharedStorageEngine, redacted
 
 __all__ = ["RedisEngine"]
 

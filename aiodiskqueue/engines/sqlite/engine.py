@@ -16,8 +16,8 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 
-from .base import Record, Stored, ThreadedStorageEngine
-from .sqlite_file import INSERT, SqliteFile, transaction, with_checksums
+from ..contracts.local import Record, Stored, ThreadedStorageEngine
+from .file import INSERT, SqliteFile, transaction, with_checksums
 
 __all__ = ["ExclusiveSqliteEngine", "SqliteEngine"]
 

@@ -35,9 +35,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from . import framing, legacy, recovery
-from .base import OpenOptions, Record
-from .files import auxiliary_path, create_temporary, fsync_file, replace
+from ..contracts.local import OpenOptions, Record
+from ..storage import framing, legacy, recovery
+from ..storage.files import auxiliary_path, create_temporary, fsync_file, replace
 
 __all__ = [
     "INSERT",

@@ -24,11 +24,11 @@ import sqlite3
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from ..contracts.local import ThreadedStorageEngine
+from ..dbm import DbmEngine
+from ..pickled_list import PickledList
+from ..sqlite.engine import SqliteEngine
 from . import legacy
-from .base import ThreadedStorageEngine
-from .dbm import DbmEngine
-from .exclusive_sqlite import SqliteEngine
-from .pickled_list import PickledList
 
 __all__ = ["Format", "QueueFiles", "detect"]
 

@@ -20,10 +20,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..exceptions import QueueCorruptedError
+from ...exceptions import QueueCorruptedError
 
 if TYPE_CHECKING:
-    from .base import OpenOptions
+    from ..contracts.local import OpenOptions
 
 logger = logging.getLogger(__name__)
 

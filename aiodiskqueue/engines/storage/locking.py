@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-from ..exceptions import QueueLockedError
+from ...exceptions import QueueLockedError
 from .files import auxiliary_path, open_auxiliary
 
 OWNER_GRACE = 1.0

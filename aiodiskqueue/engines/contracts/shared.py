@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 
-from .base import DEFAULT_OPTIONS, OpenOptions
+from .local import DEFAULT_OPTIONS, OpenOptions
 
 __all__ = ["KnownSize", "SharedStorageEngine", "redacted"]
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from ._worker import EngineThread
-from .files import AUXILIARY_MARKER
-from .locking import QueueLock
-from .recovery import backup_problem
+from ..storage.files import AUXILIARY_MARKER
+from ..storage.locking import QueueLock
+from ..storage.recovery import backup_problem
+from ..storage.thread import EngineThread
 
 __all__ = [
     "FifoStorageEngine",

@@ -37,12 +37,12 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
-from . import framing
-from ._worker import EngineThread
-from .base import DEFAULT_OPTIONS, OpenOptions, check_not_a_directory, check_queue_path
-from .locking import QueueLock
-from .shared import KnownSize, SharedStorageEngine
-from .sqlite_file import INSERT, SqliteFile, transaction
+from ..contracts.local import DEFAULT_OPTIONS, OpenOptions, check_not_a_directory, check_queue_path
+from ..contracts.shared import KnownSize, SharedStorageEngine
+from ..storage import framing
+from ..storage.locking import QueueLock
+from ..storage.thread import EngineThread
+from .file import INSERT, SqliteFile, transaction
 
 __all__ = ["SharedSqliteEngine"]
 

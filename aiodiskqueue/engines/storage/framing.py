@@ -20,7 +20,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from .base import Record
+from ..contracts.local import Record
 
 _HEADER = struct.Struct("<IIQ")
 _KEY = struct.Struct("<Q")

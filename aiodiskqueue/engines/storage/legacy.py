@@ -62,12 +62,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar, cast
 
-from ..exceptions import QueueCorruptedError
-from .base import OpenOptions, Record, Stored
+from ...exceptions import QueueCorruptedError
+from ..contracts.local import OpenOptions, Record, Stored
 from .files import fsync_directory, write_atomically
 
 if TYPE_CHECKING:
-    from .base import ThreadedStorageEngine
+    from ..contracts.local import ThreadedStorageEngine
 
 __all__ = ["BACKUP_SUFFIX", "Found", "Upgrade", "begin", "count", "find", "read", "upgrading"]
 
