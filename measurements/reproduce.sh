@@ -37,7 +37,7 @@ run --engines PickledList --profiles minimal,heavy,producers,consumers --items 1
     --timeout 120
 # Release 0.1.2, whose DbmEngine on dbm.dumb is O(n) per get: small counts only.
 "$OLD" "$RUN" --references none --items 200,500,1000,2000 --timeout 300 || true
-"$OLD" "$RUN" --references none --engines SharedSqliteEngine --items 10000 --timeout 300 || true
+"$OLD" "$RUN" --references none --engines SqliteEngine --items 10000 --timeout 300 || true
 # persist-queue's AsyncSQLiteQueue, a peer, in a venv of its own.
 if [ -n "${PQ:-}" ]; then
     "$PQ" "$RUN" --engines none --references persist-queue --items 1000,10000 \

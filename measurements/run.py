@@ -71,8 +71,8 @@ from workload import (
 )
 
 ENGINE_NAMES = ("DbmEngine", "SqliteEngine", "PickledList", "SharedSqliteEngine")
-"""The engines that keep their queue in local files; 0.1.2 lacks SqliteEngine, and
-its SharedSqliteEngine is the single-owner one."""
+"""The engines that keep their queue in local files (0.1.2 lacks SharedSqliteEngine). Not
+read from `aiodiskqueue.engines.registry`: this script also runs under 0.1.2, to compare."""
 DEFAULT_ENGINE = "DbmEngine"
 ALL_PROFILES = (*PROFILES, FILL, PROCESSES)
 DURABILITIES = (DEFAULT_DURABILITY, "power-loss")

@@ -20,6 +20,7 @@ from aiodiskqueue.engines import (
     SharedStorageEngine,
     SqliteEngine,
     StorageEngine,
+    registry,
 )
 
 
@@ -48,7 +49,7 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
 
 FILE_ENGINES: dict[str, Callable[[Path], StorageEngine | SharedStorageEngine]] = {
     **ENGINES,
-    "SharedSqliteEngine": SharedSqliteEngine,
+    **{name: registry.engine_class(name) for name in registry.names(local=True, shared=True)},
 }
 """Every engine that keeps its queue in local files: the single-owner ones, SharedSqliteEngine."""
 

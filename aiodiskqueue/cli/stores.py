@@ -36,13 +36,13 @@ from .. import engines
 from ..engines import (
     DbmEngine,
     OpenOptions,
-    PickledList,
     Record,
     SharedSqliteEngine,
     SharedStorageEngine,
     SqliteEngine,
     StorageEngine,
     Stored,
+    registry,
 )
 from ..engines.contracts.shared import redacted
 from ..engines.storage import legacy
@@ -75,32 +75,17 @@ __all__ = [
 PAGE = 1000
 """Records read, or appended, per call to an engine: each append is one atomic commit."""
 
-ENGINE_NAMES = (
-    "DbmEngine",
-    "SqliteEngine",
-    "PickledList",
-    "SharedSqliteEngine",
-    "RedisEngine",
-    "PostgresEngine",
-)
+ENGINE_NAMES = registry.names()
 """The engines a command can name, as `aiodiskqueue.engines` calls them."""
-_SERVER_ENGINES = ("RedisEngine", "PostgresEngine")
-_SCHEMES = {
-    "redis": "RedisEngine",
-    "rediss": "RedisEngine",
-    "unix": "RedisEngine",
-    "postgresql": "PostgresEngine",
-    "postgres": "PostgresEngine",
-}
-"""The engine of a queue on a server, by the scheme of its address."""
-_LOCAL_ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
-    "DbmEngine": DbmEngine,
-    "SqliteEngine": SqliteEngine,
-    "PickledList": PickledList,
-    # SharedSqliteEngine's file format is SqliteEngine's: appending by whole batches is
-    # faster, and the file serves SharedSqliteEngine all the same.
-    "SharedSqliteEngine": SqliteEngine,
-}
+
+
+def _local_engine(name: str) -> Callable[[Path], StorageEngine]:
+    """The engine that writes a new local queue of engine `name`: the single-owner engine of
+    its format (SharedSqliteEngine's file serves it all the same, appended to by batches)."""
+    entry = registry.ENGINES[name]
+    assert entry.format is not None
+    engine: Callable[[Path], StorageEngine] = registry.single_owner(entry.format).load()
+    return engine
 
 
 class CliError(Exception):
@@ -136,9 +121,12 @@ def server_engine(address: str, named: str | None = None) -> SharedStorageEngine
     `named` is the engine the command line names, if it does: it must be that one.
     """
     scheme = urllib.parse.urlsplit(address).scheme
-    engine = _SCHEMES.get(scheme)
+    entry = registry.by_scheme(scheme)
+    engine = None if entry is None else entry.name
     if engine is None:
-        schemes = ", ".join(f"{name}://" for name in _SCHEMES)
+        schemes = ", ".join(
+            f"{scheme}://" for entry in registry.ENGINES.values() for scheme in entry.schemes
+        )
         raise CliError(f"{redacted(address)} is not a queue address: it starts with {schemes}")
     if named is not None and named != engine:
         raise CliError(f"{redacted(address)} is a queue of {engine}, not of {named}")
@@ -581,7 +569,7 @@ def target(place: str, engine: str | None, backend: str | None = None) -> Target
         raise CliError("--dbm-backend is for DbmEngine queues only")
     if is_address(place):
         return _SharedTarget(server_engine(place, engine), redacted(place), exists=None)
-    if engine in _SERVER_ENGINES:
+    if engine in registry.names(local=False):
         raise CliError(f"{engine} needs the address of a queue on its server, not {place!r}")
     path = Path(place)
     try:
@@ -610,7 +598,7 @@ def _new_local_target(path: Path, engine: str, backend: str | None) -> Target:
         except ImportError:
             raise CliError(f"{backend!r} is not a dbm module this Python has") from None
         return _LocalTarget(DbmEngine(path, backend=backend), exists=False)
-    return _LocalTarget(_LOCAL_ENGINES[engine](path), exists=False)
+    return _LocalTarget(_local_engine(engine)(path), exists=False)
 
 
 def same_queue(first: str, second: str) -> bool:
@@ -629,4 +617,6 @@ def _server_queue(address: str) -> tuple[str | None, str | None, int | None, str
         port = parts.port
     except ValueError:
         port = None
-    return _SCHEMES.get(parts.scheme), parts.hostname, port, urllib.parse.unquote(parts.path)
+    entry = registry.by_scheme(parts.scheme)
+    name = None if entry is None else entry.name
+    return name, parts.hostname, port, urllib.parse.unquote(parts.path)

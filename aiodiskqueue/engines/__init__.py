@@ -11,9 +11,9 @@ the documentation.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import registry
 from .contracts.local import (
     DEFAULT_OPTIONS,
     FifoStorageEngine,
@@ -56,20 +56,10 @@ __all__ = [
     "ThreadedStorageEngine",
 ]
 
+
 # Engines whose client library is an optional extra are imported when first asked for.
-_OPTIONAL = {"RedisEngine": ("redis", "redis"), "PostgresEngine": ("postgres", "asyncpg")}
-
-
 def __getattr__(name: str) -> Any:
-    if name not in _OPTIONAL:
+    entry = registry.ENGINES.get(name)
+    if entry is None or entry.extra is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    extra, library = _OPTIONAL[name]
-    try:
-        module = importlib.import_module(f".{extra}", __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name != library:
-            raise
-        raise ImportError(
-            f"{name} needs the {library!r} package: pip install 'aiodiskqueue[{extra}]'"
-        ) from exc
-    return getattr(module, name)
+    return entry.load()

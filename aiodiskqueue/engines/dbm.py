@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import NamedTuple, cast
 
 from .contracts.local import Record, Stored, ThreadedStorageEngine
+from .registry import SQLITE_SIGNATURE
 from .sqlite.file import sqlite_tables
 from .storage import framing, legacy, recovery
 from .storage.files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
@@ -98,7 +99,7 @@ _PAGE_FIELDS = struct.Struct("<4sQQQII")
 _CHECKSUM = struct.Struct("<I")
 _PAGE_HEADER_SIZE = _PAGE_FIELDS.size + _CHECKSUM.size
 _STATE_HEADER = struct.Struct("<IQQQI")  # CRC-32, generation, head, last_key, removed count
-_SQLITE_MAGIC = b"SQLite format 3\0"
+_SQLITE_MAGIC = SQLITE_SIGNATURE
 # What dbm modules raise for a file they cannot read (dbm.sqlite3 lets some of SQLite's
 # through, and Python's when SQLite's message quotes damaged text).
 _UNREADABLE = (*dbm.error, sqlite3.Error, UnicodeDecodeError)

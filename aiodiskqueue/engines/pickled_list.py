@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .contracts.local import Record, Stored, ThreadedStorageEngine
+from .registry import PICKLED_LIST_SIGNATURE
 from .storage import framing, legacy, recovery
 from .storage.files import write_atomically
 
@@ -39,7 +40,7 @@ __all__ = ["PickledList"]
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"AQPL"
+_MAGIC = PICKLED_LIST_SIGNATURE
 _VERSION = 2
 _HEADER = struct.Struct("<4sIQQI")  # magic, version, count, last key, meta size
 _CHECKSUM = struct.Struct("<I")

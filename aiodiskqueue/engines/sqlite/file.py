@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ..contracts.local import OpenOptions, Record
+from ..registry import SQLITE_SIGNATURE
 from ..storage import framing, legacy, recovery
 from ..storage.files import auxiliary_path, create_temporary, fsync_file, replace
 
@@ -69,7 +70,7 @@ _COLUMNS = {
 VERSION = 2
 """The format's version: 0.1's was 0, 0.2.0's (without checksums) 1."""
 _LARGEST_KEY = 2**63 - 1  # SQLite's largest integer key
-_MAGIC = b"SQLite format 3\0"
+_MAGIC = SQLITE_SIGNATURE
 # What reading a damaged database raises: SQLite's error, or Python's when SQLite's message
 # quotes damaged text.
 _DAMAGED = (sqlite3.DatabaseError, UnicodeDecodeError)

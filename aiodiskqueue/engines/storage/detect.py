@@ -22,35 +22,21 @@ import dbm
 import os
 import sqlite3
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
+from .. import registry
 from ..contracts.local import ThreadedStorageEngine
-from ..dbm import DbmEngine
-from ..pickled_list import PickledList
-from ..sqlite.engine import SqliteEngine
+from ..registry import Format
 from . import legacy
 
 __all__ = ["Format", "QueueFiles", "detect"]
 
-Format = Literal["dbm", "pickled-list", "sqlite"]
-"""A file format of the local engines."""
-
-_SQLITE_MAGIC = b"SQLite format 3\0"
-_PICKLED_LIST_MAGIC = b"AQPL"
+_SQLITE_MAGIC = registry.SQLITE_SIGNATURE
+_PICKLED_LIST_MAGIC = registry.PICKLED_LIST_SIGNATURE
 # Every file a dbm backend may keep for a database at a path (`dbm.dumb`'s ``.bak`` is an
 # old copy of its index, not part of the database).
 _DBM_SUFFIXES = ("", ".db", ".pag", ".dir", ".dat", "-wal", "-shm")
 _SQLITE_SUFFIXES = ("", "-wal", "-shm")
-_SINGLE_OWNER: dict[Format, type[ThreadedStorageEngine]] = {
-    "dbm": DbmEngine,
-    "pickled-list": PickledList,
-    "sqlite": SqliteEngine,
-}
-_ENGINE_NAMES: dict[Format, tuple[str, ...]] = {
-    "dbm": ("DbmEngine",),
-    "pickled-list": ("PickledList",),
-    "sqlite": ("SqliteEngine", "SharedSqliteEngine"),
-}
 
 
 class QueueFiles(NamedTuple):
@@ -69,12 +55,15 @@ class QueueFiles(NamedTuple):
     @property
     def engine_names(self) -> tuple[str, ...]:
         """The engines of `aiodiskqueue.engines` that open this format."""
-        return _ENGINE_NAMES[self.format]
+        return tuple(
+            name for name, entry in registry.ENGINES.items() if entry.format == self.format
+        )
 
     @property
     def single_owner_engine(self) -> type[ThreadedStorageEngine]:
         """The engine that opens the queue for one owner, holding its lock exclusively."""
-        return _SINGLE_OWNER[self.format]
+        engine: type[ThreadedStorageEngine] = registry.single_owner(self.format).load()
+        return engine
 
     @property
     def size(self) -> int:

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, TypeVar, cast
 
 from ...exceptions import QueueCorruptedError
 from ..contracts.local import OpenOptions, Record, Stored
+from ..registry import SQLITE_SIGNATURE
 from .files import fsync_directory, write_atomically
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ _FILES: dict[Format, tuple[str, ...]] = {
 }
 _DBM_KEY = re.compile(rb"head_id|tail_id|item-[1-9][0-9]*")
 _DBM_META_START = b'{"format": "aiodiskqueue.dbm"'  # how today's dbm.dumb data file begins
-_SQLITE_MAGIC = b"SQLite format 3\0"
+_SQLITE_MAGIC = SQLITE_SIGNATURE
 _PICKLE_PROTOCOL = b"\x80"  # how a pickle of protocol 2 or later, as 0.1 wrote, begins
 
 

@@ -1,0 +1,38 @@
+"""One table of engines, which the command line, detection and the tests read."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiodiskqueue import engines
+from aiodiskqueue.cli import stores
+from aiodiskqueue.engines import registry
+
+
+@pytest.mark.parametrize("name", list(registry.ENGINES))
+def test_every_registered_engine_is_a_public_name_of_the_engines(name: str) -> None:
+    assert registry.engine_class(name) is getattr(engines, name)
+    assert name in engines.__all__
+
+
+def test_the_command_line_names_exactly_the_registered_engines() -> None:
+    assert stores.ENGINE_NAMES == tuple(registry.ENGINES)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "engine"),
+    [("redis", "RedisEngine"), ("unix", "RedisEngine"), ("postgresql", "PostgresEngine")],
+)
+def test_a_server_address_names_its_engine_by_its_scheme(scheme: str, engine: str) -> None:
+    entry = registry.by_scheme(scheme)
+    assert entry is not None
+    assert entry.name == engine
+
+
+def test_each_local_format_has_one_single_owner_engine() -> None:
+    formats = {entry.format for entry in registry.ENGINES.values() if entry.format}
+    assert {registry.single_owner(each).name for each in formats} == {
+        "DbmEngine",
+        "PickledList",
+        "SqliteEngine",
+    }
