@@ -16,7 +16,7 @@ def test_every_registered_engine_is_a_public_name_of_the_engines(name: str) -> N
 
 
 def test_the_command_line_names_exactly_the_registered_engines() -> None:
-    assert stores.ENGINE_NAMES == tuple(registry.ENGINES)
+    assert tuple(registry.ENGINES) == stores.ENGINE_NAMES
 
 
 @pytest.mark.parametrize(
