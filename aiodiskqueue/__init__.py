@@ -27,7 +27,7 @@ from .exceptions import (
 from .queues import Delivery, Durability, OnCorruption, Queue, SharedQueue
 from .serializers import JsonSerializer, PickleSerializer, Serializer
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AioDiskQueueError",
