@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TextIO
 
 from ..engines.contracts.shared import redacted
 from ..engines.storage.detect import QueueFiles
+from ..engines.storage.sqlite_look import connect_read_only
 from ..exceptions import AioDiskQueueError
 from .lines import DEFAULT_SERIALIZER, BadLine, ItemCodec
 from .progress import Progress
@@ -113,9 +114,8 @@ async def _facts(found: QueueFiles) -> _Facts:
 def _look_into_sqlite(path: Path) -> tuple[str | None, int | None]:
     """Read the serializer and the item count of an SQLite queue that another process has
     open: a read-only connection sees its last commit, whatever that process does."""
-    uri = f"{path.absolute().as_uri()}?mode=ro"
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             (count,) = db.execute("SELECT count(*) FROM queue").fetchone()
             row = db.execute("SELECT value FROM meta WHERE name = 'serializer'").fetchone()
     except sqlite3.Error:

@@ -78,9 +78,9 @@ from typing import NamedTuple, cast
 
 from .contracts.local import Record, Stored, ThreadedStorageEngine
 from .registry import SQLITE_SIGNATURE
-from .sqlite.file import sqlite_tables
 from .storage import framing, legacy, recovery
 from .storage.files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
+from .storage.sqlite_look import sqlite_tables
 
 __all__ = ["DbmEngine"]
 

@@ -72,7 +72,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from ..exceptions import QueueConnectionError
-from .contracts.local import DEFAULT_OPTIONS, OpenOptions
+from .contracts.local import DEFAULT_OPTIONS, OpenOptions, not_open
 from .contracts.shared import KnownSize, SharedStorageEngine, redacted
 
 __all__ = ["PostgresEngine"]
@@ -380,7 +380,7 @@ class PostgresEngine(SharedStorageEngine):
 
     def _running(self) -> Any:
         if self._pool is None:
-            raise RuntimeError(f"{self!r} is not open")
+            raise not_open(self)
         return self._pool
 
     # What the engine knows of the queue, and the listening connection that tells it.

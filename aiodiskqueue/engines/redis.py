@@ -78,7 +78,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..exceptions import QueueConnectionError
-from .contracts.local import DEFAULT_OPTIONS, OpenOptions
+from .contracts.local import DEFAULT_OPTIONS, OpenOptions, not_open
 from .contracts.shared import SharedStorageEngine, redacted
 
 __all__ = ["RedisEngine"]
@@ -406,7 +406,7 @@ class RedisEngine(SharedStorageEngine):
         """
         waiter = self._waiter
         if waiter is None:
-            raise RuntimeError(f"{self!r} is not open")
+            raise not_open(self)
         seconds = min(max(timeout, _SHORTEST_WAIT), _LONGEST_WAIT)
         # redis-py types BLMOVE's timeout as whole seconds; Redis takes fractions.
         move = waiter.execute_command(  # type: ignore[no-untyped-call]
@@ -424,7 +424,7 @@ class RedisEngine(SharedStorageEngine):
 
     def _running(self) -> redis.asyncio.Redis:
         if self._client is None:
-            raise RuntimeError(f"{self!r} is not open")
+            raise not_open(self)
         return self._client
 
     def _lost(self, exc: BaseException, operation: str) -> NoReturn:

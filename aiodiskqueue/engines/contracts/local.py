@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 
+def not_open(engine: object) -> RuntimeError:
+    """The error of a call to an engine that is not open (a bug of its caller's)."""
+    return RuntimeError(f"{engine!r} is not open")
+
+
 def check_queue_path(path: str | os.PathLike[str]) -> Path:
     """Return `path` as a `Path`; raise `ValueError` if it is one that a queue's auxiliary
     files (`files.AUXILIARY_MARKER` in the name) or its backups (see `recovery`) take."""
@@ -236,7 +241,7 @@ class ThreadedStorageEngine(StorageEngine):
 
     def _running(self) -> EngineThread:
         if self._thread is None:
-            raise RuntimeError(f"{self!r} is not open")
+            raise not_open(self)
         return self._thread
 
     @abc.abstractmethod

@@ -39,13 +39,11 @@ from ..contracts.local import OpenOptions, Record
 from ..registry import SQLITE_SIGNATURE
 from ..storage import framing, legacy, recovery
 from ..storage.files import auxiliary_path, create_temporary, fsync_file, replace
+from ..storage.sqlite_look import connect_read_only
 
 __all__ = [
     "INSERT",
     "SqliteFile",
-    "connect_read_only",
-    "read_only_uri",
-    "sqlite_tables",
     "transaction",
     "with_checksums",
 ]
@@ -228,37 +226,6 @@ class SqliteFile:
 
     def _sibling(self, suffix: str) -> Path:
         return self.path.with_name(self.path.name + suffix)
-
-
-def read_only_uri(path: Path) -> str:
-    """The URI that opens the SQLite database at `path` for reading only, changing no file.
-
-    A -wal left by a killed process holds commits, so it is read (SQLite may create its
-    -shm index for that); without one, the file is opened as immutable.
-    """
-    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
-    return f"{path.absolute().as_uri()}?{mode}"
-
-
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """Connect to the SQLite database at `path` for reading only, changing no file.
-
-    Damaged text (a table's name, a column's) must not stop the look: it reads as other
-    names than the format's, which is reported.
-    """
-    look = sqlite3.connect(read_only_uri(path), uri=True)
-    look.text_factory = lambda text: text.decode(errors="replace")
-    return look
-
-
-def sqlite_tables(path: Path) -> set[str] | None:
-    """The names of the tables of the SQLite database at `path`; None if it is unreadable."""
-    try:
-        with contextlib.closing(connect_read_only(path)) as db:
-            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except _DAMAGED:
-        return None
-    return {name for (name,) in rows}
 
 
 class _Salvage:

@@ -37,7 +37,13 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
-from ..contracts.local import DEFAULT_OPTIONS, OpenOptions, check_not_a_directory, check_queue_path
+from ..contracts.local import (
+    DEFAULT_OPTIONS,
+    OpenOptions,
+    check_not_a_directory,
+    check_queue_path,
+    not_open,
+)
 from ..contracts.shared import KnownSize, SharedStorageEngine
 from ..storage import framing
 from ..storage.locking import QueueLock
@@ -211,7 +217,7 @@ class SharedSqliteEngine(SharedStorageEngine):
 
     def _running(self) -> EngineThread:
         if self._thread is None:
-            raise RuntimeError(f"{self!r} is not open")
+            raise not_open(self)
         return self._thread
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dbm
 import os
-import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from .. import registry
 from ..contracts.local import ThreadedStorageEngine
 from ..registry import Format
 from . import legacy
+from .sqlite_look import sqlite_tables
 
 __all__ = ["Format", "QueueFiles", "detect"]
 
@@ -90,7 +90,7 @@ def detect(path: str | os.PathLike[str]) -> QueueFiles:
         return QueueFiles(path, old.format, old.backend, old.files, from_0_1=True)
     head = _head(path)
     if head is not None and head.startswith(_SQLITE_MAGIC):
-        if "Dict" in _sqlite_tables(path) - {"queue"}:  # dbm.sqlite3's table
+        if "Dict" in (sqlite_tables(path) or set()) - {"queue"}:  # dbm.sqlite3's table
             return _found(path, "dbm", "dbm.sqlite3", _DBM_SUFFIXES)
         return _found(path, "sqlite", None, _SQLITE_SUFFIXES)
     if head is not None and head.startswith(_PICKLED_LIST_MAGIC):
@@ -114,20 +114,6 @@ def _head(path: Path) -> bytes | None:
             return file.read(len(_SQLITE_MAGIC))
     except FileNotFoundError:
         return None
-
-
-def _sqlite_tables(path: Path) -> set[str]:
-    """The names of the tables of the SQLite database at `path` (none if unreadable)."""
-    # As SqliteFile looks: a -wal left behind holds commits, so it is read; without one the
-    # file is opened as immutable, which creates no file beside it.
-    wal = path.with_name(path.name + "-wal").exists()
-    uri = f"{path.absolute().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
-    try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.Error:
-        return set()
-    return {name for (name,) in rows}
 
 
 def _found(path: Path, kind: Format, backend: str | None, suffixes: tuple[str, ...]) -> QueueFiles:

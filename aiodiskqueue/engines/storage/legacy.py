@@ -66,6 +66,7 @@ from ...exceptions import QueueCorruptedError
 from ..contracts.local import OpenOptions, Record, Stored
 from ..registry import SQLITE_SIGNATURE
 from .files import fsync_directory, write_atomically
+from .sqlite_look import connect_read_only
 
 if TYPE_CHECKING:
     from ..contracts.local import ThreadedStorageEngine
@@ -220,21 +221,11 @@ def _sqlite_columns(path: Path, table: str) -> list[str] | None:
         with open(path, "rb") as file:
             if file.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
                 return None
-        with contextlib.closing(_looking(path)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
     except (OSError, sqlite3.Error, UnicodeDecodeError):  # damage: told and reported elsewhere
         return None
     return columns or None
-
-
-def _looking(path: Path) -> sqlite3.Connection:
-    """A connection that reads the database at `path` and changes no file.
-
-    As `SqliteFile` looks: a ``-wal`` left by a killed process holds commits, so it is read
-    (SQLite may create its ``-shm`` index for that); without one, the file is immutable.
-    """
-    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
-    return sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
 
 
 class _Values(Protocol):
@@ -247,7 +238,7 @@ class _Values(Protocol):
 def _dbm_reading(path: Path, backend: str) -> Iterator[_Values]:
     """The dbm database at `path`, opened to read it, changing no file."""
     if backend == "dbm.sqlite3":  # whose read-only opening would create files beside it
-        with contextlib.closing(_looking(path)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             yield _Dict(db)
         return
     importlib.import_module(backend)
@@ -256,7 +247,7 @@ def _dbm_reading(path: Path, backend: str) -> Iterator[_Values]:
 
 
 class _Dict:
-    """The table in which `dbm.sqlite3` keeps a database, read through `_looking`."""
+    """The table in which `dbm.sqlite3` keeps a database, read through `connect_read_only`."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -377,7 +368,7 @@ def _read_pickle_sequence(found: Found) -> list[bytes]:
 
 
 def _read_sqlite(found: Found) -> list[bytes]:
-    with contextlib.closing(_looking(found.path)) as db:
+    with contextlib.closing(connect_read_only(found.path)) as db:
         rows = db.execute("SELECT item FROM queue ORDER BY rowid").fetchall()
     if not all(isinstance(item, bytes) for (item,) in rows):
         raise ValueError("a row of its queue table holds no pickle")
