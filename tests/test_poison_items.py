@@ -6,8 +6,12 @@ queue's dead-letter file, which `aiodiskqueue.dead_letters.read` (and the comman
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +104,20 @@ def test_a_dead_letter_line_cut_short_is_passed_over(tmp_path: Path) -> None:
         file.write(b'{"at": "2026-')
     assert [letter["data"] for letter in dead_letters.read(path)] == [b"kept"]
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_command_line_lists_the_dead_letters_as_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.queue"
+    dead_letters.append(
+        dead_letters.dead_letters_path(path), NOT_JSON, serializer="json", error="bad", fsync=False
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodiskqueue", "dead-letters", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = done.stdout.splitlines()
+    letter = json.loads(line)
+    assert (base64.b64decode(letter["data"]), letter["serializer"]) == (NOT_JSON, "json")

@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_migrate(subcommands)
     _add_purge(subcommands)
     _add_drop(subcommands)
+    _add_dead_letters(subcommands)
     return parser
 
 
@@ -257,6 +258,20 @@ def _add_drop(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_path(command)
     command.add_argument("--yes", action="store_true", help="do delete it")
     command.set_defaults(run=commands.drop)
+
+
+def _add_dead_letters(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = _command(
+        subcommands,
+        "dead-letters",
+        "List the items a queue could not deserialise, which left it for its dead letters.",
+        "One JSON line per item, oldest first: when it left the queue, the serializer that\n"
+        'could not read it, the error, and the item\'s bytes in base64 ("data"). They are\n'
+        "kept in PATH.aiodiskqueue-dead-letters; nothing is changed.",
+        "aiodiskqueue dead-letters jobs.queue",
+    )
+    command.add_argument("path", metavar="PATH", help="the queue's path")
+    command.set_defaults(run=commands.dead_letters)
 
 
 def _add_raw(command: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from ..dead_letters import dead_letters_path
+from ..dead_letters import read as read_dead_letters
 from ..engines.contracts.shared import redacted
 from ..engines.storage.detect import QueueFiles
 from ..engines.storage.sqlite_look import connect_read_only
@@ -42,7 +45,7 @@ from .stores import (
     target,
 )
 
-__all__ = ["drop", "export", "import_", "info", "migrate", "peek", "purge"]
+__all__ = ["dead_letters", "drop", "export", "import_", "info", "migrate", "peek", "purge"]
 
 
 # info
@@ -430,4 +433,15 @@ def drop(args: argparse.Namespace) -> int:
     else:
         deleted = delete_files(find(args.path))
         print(f"dropped {shown}: deleted {', '.join(file.name for file in deleted)}")
+    return 0
+
+
+# dead-letters
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    """Print the dead letters of the queue at `args.path` as JSON lines, changing nothing."""
+    for letter in read_dead_letters(dead_letters_path(Path(args.path))):
+        data = base64.b64encode(letter["data"]).decode("ascii")
+        print(json.dumps({**letter, "data": data}))
     return 0
