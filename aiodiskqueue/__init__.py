@@ -23,6 +23,7 @@ from .exceptions import (
     QueueShutDown,
     QueueUsageError,
     SerializationError,
+    SerializerMismatchError,
 )
 from .queues import Delivery, Durability, OnCorruption, Queue, SharedQueue
 from .serializers import JsonSerializer, PickleSerializer, Serializer
@@ -51,6 +52,7 @@ __all__ = [
     "Receipt",
     "SerializationError",
     "Serializer",
+    "SerializerMismatchError",
     "SharedQueue",
     "SharedSqliteEngine",
     "SqliteEngine",

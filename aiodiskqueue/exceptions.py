@@ -20,6 +20,7 @@ __all__ = [
     "QueueShutDown",
     "QueueUsageError",
     "SerializationError",
+    "SerializerMismatchError",
 ]
 
 
@@ -79,3 +80,8 @@ class SerializationError(AioDiskQueueError, TypeError):
     def __init__(self, message: str, data: bytes | None = None) -> None:
         super().__init__(message)
         self.data = data
+
+
+class SerializerMismatchError(AioDiskQueueError, ValueError):
+    """Raised by `Queue.create()` for a queue stored with another serializer than the one
+    given; the message names the serializer to pass. Nothing was changed."""

@@ -14,7 +14,14 @@ from .acknowledgements import Acknowledgements, Receipt
 from .backends import Backend, LocalBackend, SharedBackend
 from .call_site import result_is_awaited
 from .engines import DbmEngine, OpenOptions, SharedStorageEngine, StorageEngine
-from .exceptions import QueueClosedError, QueueEmpty, QueueFull, QueueShutDown, QueueUsageError
+from .exceptions import (
+    QueueClosedError,
+    QueueEmpty,
+    QueueFull,
+    QueueShutDown,
+    QueueUsageError,
+    SerializerMismatchError,
+)
 from .serializers import PickleSerializer, Serializer, check_serializer
 from .waiting import Tasks, Waiters
 
@@ -173,9 +180,11 @@ class Queue(Generic[T]):
                     raise
         if not _same(meta, serializer):
             await engine.close()
-            raise ValueError(
-                f"{engine!r} holds items stored with the {meta['serializer']!r} serializer, "
-                f"not {serializer.name!r}: pass the serializer it was created with"
+            stored_with = meta["serializer"]
+            known = _SERIALIZERS.get(stored_with, "the serializer it was created with")
+            raise SerializerMismatchError(
+                f"{engine!r} holds items stored with the {stored_with!r} serializer, not "
+                f"{serializer.name!r}: pass serializer={known}"
             )
         queue._closed = False
         logger.debug("opened %r holding %d item(s)", engine, queue.qsize())
@@ -379,6 +388,10 @@ class Queue(Generic[T]):
 SharedQueue = Queue
 """The name of a queue on a shared engine in aiodiskqueue 0.2.0, where it was a subclass of
 `Queue`; every queue is a `Queue` now."""
+
+
+_SERIALIZERS = {"pickle": "PickleSerializer()", "json": "JsonSerializer()"}
+"""What to pass for the serializers of this package, by the name a queue keeps."""
 
 
 def _same(meta: Any, serializer: Serializer[Any]) -> bool:

@@ -12,7 +12,7 @@ import json
 import pickle
 from typing import Any, Protocol, TypeVar
 
-from .exceptions import SerializationError
+from .exceptions import QueueUsageError, SerializationError
 
 __all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "check_serializer"]
 
@@ -36,7 +36,7 @@ class Serializer(Protocol[T]):
 def check_serializer(serializer: Any) -> Any:
     """Return `serializer` if it is one; raise `TypeError` saying what is wrong if not."""
     if isinstance(serializer, type):
-        raise TypeError(
+        raise QueueUsageError(
             f"serializer must be an instance, not the class {serializer.__name__}: "
             f"pass serializer={serializer.__name__}()"
         )

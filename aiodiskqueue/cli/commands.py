@@ -314,6 +314,8 @@ def _input(name: str) -> Iterator[BinaryIO]:
                 yield file
         except FileNotFoundError:
             raise CliError(f"no file {name}") from None
+        except IsADirectoryError:
+            raise CliError(f"{name} is a directory, not a file of JSON lines") from None
         return
     with tempfile.TemporaryFile() as copy:
         shutil.copyfileobj(sys.stdin.buffer, copy)

@@ -98,8 +98,14 @@ class Locked(CliError):
     def __init__(self, path: Path, owner: int | None) -> None:
         self.owner = owner
         self.shared = owner is None
-        holder = f"process {owner}" if owner is not None else "other processes (shared)"
-        super().__init__(f"{path} is open in {holder}: close it there first")
+        if owner is not None:
+            message = f"{path} is open in process {owner}: close it there first"
+        else:
+            message = (
+                f"{path} is open in other processes (shared): close it there first, or, to "
+                "import into it or migrate to it meanwhile, pass --engine SharedSqliteEngine"
+            )
+        super().__init__(message)
 
 
 def is_address(text: str) -> bool:

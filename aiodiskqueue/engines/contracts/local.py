@@ -59,9 +59,16 @@ def check_queue_path(path: str | os.PathLike[str]) -> Path:
 
 
 def check_not_a_directory(path: Path) -> None:
-    """Raise `IsADirectoryError` naming `path` if it is a directory, which holds no queue."""
+    """Raise `IsADirectoryError` naming `path` if it is a directory, which holds no queue, and
+    `FileNotFoundError` naming its directory if that does not exist."""
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a queue's path must not be a directory", str(path))
+    if not path.absolute().parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            "the directory of the queue's path does not exist: create it first",
+            str(path.absolute().parent),
+        )
 
 
 class Record(NamedTuple):
