@@ -8,6 +8,7 @@ from .acknowledgements import Receipt
 from .engines import (
     DbmEngine,
     ExclusiveSqliteEngine,
+    LogEngine,
     PickledList,
     SharedSqliteEngine,
     SqliteEngine,
@@ -36,6 +37,7 @@ __all__ = [
     "Durability",
     "ExclusiveSqliteEngine",
     "JsonSerializer",
+    "LogEngine",
     "OnCorruption",
     "PickleSerializer",
     "PickledList",

@@ -30,6 +30,7 @@ from typing import NamedTuple
 from .. import engines
 from ..engines import (
     DbmEngine,
+    LogEngine,
     OpenOptions,
     PickledList,
     Record,
@@ -72,6 +73,7 @@ ENGINE_NAMES = (
     "DbmEngine",
     "SqliteEngine",
     "PickledList",
+    "LogEngine",
     "SharedSqliteEngine",
     "RedisEngine",
     "PostgresEngine",
@@ -90,6 +92,7 @@ _LOCAL_ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     "DbmEngine": DbmEngine,
     "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
+    "LogEngine": LogEngine,
     # SharedSqliteEngine's file format is SqliteEngine's: appending by whole batches is
     # faster, and the file serves SharedSqliteEngine all the same.
     "SharedSqliteEngine": SqliteEngine,

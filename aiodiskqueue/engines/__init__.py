@@ -1,7 +1,8 @@
 """Storage engines: where a queue's items live.
 
 `DbmEngine` is the default. `PickledList` stores a small queue in one file,
-`SqliteEngine` in an SQLite database that one queue owns. `SharedSqliteEngine` stores it
+`SqliteEngine` in an SQLite database that one queue owns, `LogEngine` in memory-mapped
+log segments, at memory speed. `SharedSqliteEngine` stores it
 in an SQLite database that several processes can use at once; `RedisEngine` and
 `PostgresEngine` on a server that several machines can use (they need the extras
 ``aiodiskqueue[redis]`` and ``aiodiskqueue[postgres]``). To store a queue somewhere else,
@@ -22,9 +23,11 @@ from .base import (
     StorageEngine,
     Stored,
     ThreadedStorageEngine,
+    ThreadOwningEngine,
 )
 from .dbm import DbmEngine
 from .exclusive_sqlite import ExclusiveSqliteEngine, SqliteEngine
+from .log import LogEngine
 from .pickled_list import PickledList
 from .shared import KnownSize, SharedStorageEngine
 from .sqlite import SharedSqliteEngine
@@ -39,6 +42,7 @@ __all__ = [
     "ExclusiveSqliteEngine",
     "FifoStorageEngine",
     "KnownSize",
+    "LogEngine",
     "OpenOptions",
     "PickledList",
     "PostgresEngine",
@@ -49,6 +53,7 @@ __all__ = [
     "SqliteEngine",
     "StorageEngine",
     "Stored",
+    "ThreadOwningEngine",
     "ThreadedStorageEngine",
 ]
 

@@ -5,6 +5,8 @@ Each local engine's files are known by how they begin:
 - an SQLite database (``SQLite format 3\\0``) with a ``queue`` table: the format of
   `SqliteEngine` and `SharedSqliteEngine`, which share it;
 - ``AQPL``: `PickledList`;
+- ``AQLG``: `LogEngine`, whose records are in the segment files ``<path>.<number>.seg``
+  beside it (they begin with ``AQLS``);
 - a `dbm` database, as `dbm.whichdb` tells it (``dbm.gnu``, ``dbm.ndbm``, ``dbm.dumb``'s
   ``.dat`` and ``.dir``, or an SQLite database with ``dbm.sqlite3``'s ``Dict`` table):
   `DbmEngine`, which records its backend so and reopens a queue with it.
@@ -17,34 +19,39 @@ from __future__ import annotations
 
 import contextlib
 import dbm
+import glob
 import os
 import sqlite3
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .base import ThreadedStorageEngine
+from .base import ThreadOwningEngine
 from .dbm import DbmEngine
 from .exclusive_sqlite import SqliteEngine
+from .log import LogEngine
 from .pickled_list import PickledList
 
 __all__ = ["Format", "QueueFiles", "detect"]
 
-Format = Literal["dbm", "pickled-list", "sqlite"]
+Format = Literal["dbm", "log", "pickled-list", "sqlite"]
 """A file format of the local engines."""
 
 _SQLITE_MAGIC = b"SQLite format 3\0"
 _PICKLED_LIST_MAGIC = b"AQPL"
+_LOG_MAGIC = b"AQLG"
 # Every file a dbm backend may keep for a database at a path (`dbm.dumb`'s ``.bak`` is an
 # old copy of its index, not part of the database).
 _DBM_SUFFIXES = ("", ".db", ".pag", ".dir", ".dat", "-wal", "-shm")
 _SQLITE_SUFFIXES = ("", "-wal", "-shm")
-_SINGLE_OWNER: dict[Format, type[ThreadedStorageEngine]] = {
+_SINGLE_OWNER: dict[Format, type[ThreadOwningEngine]] = {
     "dbm": DbmEngine,
+    "log": LogEngine,
     "pickled-list": PickledList,
     "sqlite": SqliteEngine,
 }
 _ENGINE_NAMES: dict[Format, tuple[str, ...]] = {
     "dbm": ("DbmEngine",),
+    "log": ("LogEngine",),
     "pickled-list": ("PickledList",),
     "sqlite": ("SqliteEngine", "SharedSqliteEngine"),
 }
@@ -67,7 +74,7 @@ class QueueFiles(NamedTuple):
         return _ENGINE_NAMES[self.format]
 
     @property
-    def single_owner_engine(self) -> type[ThreadedStorageEngine]:
+    def single_owner_engine(self) -> type[ThreadOwningEngine]:
         """The engine that opens the queue for one owner, holding its lock exclusively."""
         return _SINGLE_OWNER[self.format]
 
@@ -98,6 +105,9 @@ def detect(path: str | os.PathLike[str]) -> QueueFiles:
         return _found(path, "sqlite", None, _SQLITE_SUFFIXES)
     if head is not None and head.startswith(_PICKLED_LIST_MAGIC):
         return _found(path, "pickled-list", None, ("",))
+    if head is not None and head.startswith(_LOG_MAGIC):
+        segments = sorted(path.parent.glob(f"{glob.escape(path.name)}.*.seg"))
+        return QueueFiles(path, "log", None, (path, *segments))
     backend = dbm.whichdb(str(path))
     if backend is None and any(Path(f"{path}{end}").exists() for end in (".dat", ".dir")):
         backend = "dbm.dumb"  # whose index is missing or damaged, as DbmEngine allows
