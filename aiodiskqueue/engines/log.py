@@ -407,8 +407,11 @@ class LogEngine(ThreadOwningEngine):
             logger.debug("%s: preparing a segment failed: %r", self.path, done.exception())
             return
         segment = done.result()
-        if self._thread is None or segment.number < self._writer.number:
-            self._retire(segment)  # made on the loop meanwhile, or closed
+        if self._thread is None:
+            _close(segment.mm, fsync=False)  # its file is an empty segment: reopening drops it
+        elif segment.number < self._writer.number:
+            self._retire(segment)  # the writer made one itself meanwhile: prepare the next
+            self._prepare()
         else:
             self._next = segment
 
