@@ -59,12 +59,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import mmap
 import os
 import struct
 import sys
+import time
 import zlib
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,7 +74,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import recovery
-from .base import Record, Stored, ThreadOwningEngine
+from .base import DEFAULT_OPTIONS, OpenOptions, Record, Stored, ThreadOwningEngine
 from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
 from .framing import checksum
 
@@ -92,11 +94,13 @@ _STATE = 16  # offset of the state byte in a frame
 STORED, REMOVED = 0, 0x52
 _SUFFIX = ".seg"
 _POPULATE_WRITE = 23  # MADV_POPULATE_WRITE (Linux 5.14), which Python 3.11's mmap lacks
+_POPULATE_CHUNK = 2**20
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
-YIELD_EVERY = 64
-"""A commit in place never waits: every this many commits, the caller yields to the event
-loop once, so that a task putting in a tight loop lets the others run (see the docs)."""
+YIELD_AFTER = 0.001
+"""A commit in place never waits: once the event loop has run nothing else for this many
+seconds, the caller yields to it, so that tasks putting in a tight loop let the others run."""
+_CHECK_EVERY = 16  # commits between looks at the clock
 
 
 class _Segment:
@@ -148,10 +152,13 @@ class LogEngine(ThreadOwningEngine):
         self._preparing = False
         self._reader: _Segment | None = None  # where read() last read
         self._commits = 0
+        self._turned = 0.0  # when the event loop last came round to a yielded caller
         self._flushing = False
         self._flush_waiters: asyncio.Future[None] | None = None
         self._dirty: set[_Segment] = set()
         self._jobs: set[asyncio.Task[Any]] = set()
+        self.segments_made_on_the_loop = 0
+        """How often the thread had no segment ready in time (see the measurements)."""
 
     @property
     def _writer(self) -> _Segment:
@@ -263,20 +270,29 @@ class LogEngine(ThreadOwningEngine):
             segment.offsets.append(offset)
             offset += _FRAME.size + _FRAME.unpack_from(rewritten, offset)[0]
 
-    def _make_segment(self, size: int, number: int | None = None) -> _Segment:
-        """Create, allocate and map a new segment (in the thread, or on the loop if need be)."""
+    def _make_segment(
+        self, size: int, number: int | None = None, *, populate: bool = True
+    ) -> _Segment:
+        """Create, allocate and map a new segment: in the thread, or, without pre-faulting
+        its pages (which would hold up the loop longer than the faults it saves), on the
+        loop if need be."""
         if number is None:
             number, self._next_number = self._next_number, self._next_number + 1
         path = self.path.with_name(f"{self.path.name}.{number:010d}{_SUFFIX}")
-        return _create_segment(path, number, size, fsync=self.options.fsync)
+        return _create_segment(path, number, size, fsync=self.options.fsync, populate=populate)
 
     def blocking_close(self) -> None:
         for segment in self._segments:
-            _close(segment.mm, fsync=self.options.fsync)
+            _close(segment.mm, segment.path if self.options.fsync else None)
             segment.mm = None
         if self._next is not None:
-            _close(self._next.mm, fsync=False)
+            _close(self._next.mm)
         self._segments, self._next, self._reader = [], None, None
+
+    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
+        stored = await super().open(options)
+        self._prepare()  # the next segment, before the writer needs it
+        return stored
 
     async def close(self) -> None:
         while self._jobs:  # the last flush, whose callers wait for it, and the others
@@ -316,24 +332,28 @@ class LogEngine(ThreadOwningEngine):
     def commit_now(
         self, appends: Sequence[Record], removals: Sequence[int]
     ) -> Awaitable[None] | None:
-        self._running()
-        written: list[tuple[_Segment, int]] = []
-        try:
-            for record in appends:
-                written.append(self._append(record))
-            frames = [found for key in removals if (found := self._find(key)) is not None]
-        except BaseException:
-            for segment, offset in reversed(written):
-                self._unappend(segment, offset)
-            raise
-        for segment, offset in frames:
-            self._remove(segment, offset)
+        if self._thread is None:
+            self._running()  # raises
+        if not removals and len(appends) == 1:  # a put: the usual change, made directly
+            self._append(appends[0])
+        else:
+            written: list[tuple[_Segment, int]] = []
+            try:
+                for record in appends:
+                    written.append(self._append(record))
+                frames = [found for key in removals if (found := self._find(key)) is not None]
+            except BaseException:
+                for segment, offset in reversed(written):
+                    self._unappend(segment, offset)
+                raise
+            for segment, offset in frames:
+                self._remove(segment, offset)
         if self.options.fsync:
             return self._flush()
         self._commits += 1
-        if self._commits % YIELD_EVERY == 0:
-            return _yield()
-        return None
+        if self._commits % _CHECK_EVERY or time.perf_counter() - self._turned < YIELD_AFTER:
+            return None
+        return self._yield()
 
     def _append(self, record: Record) -> tuple[_Segment, int]:
         size = _FRAME.size + len(record.data)
@@ -349,7 +369,8 @@ class LogEngine(ThreadOwningEngine):
         segment.offsets.append(offset)
         segment.live += 1
         segment.end += size
-        self._dirty.add(segment)
+        if self.options.fsync:
+            self._dirty.add(segment)
         return segment, offset
 
     def _unappend(self, segment: _Segment, offset: int) -> None:
@@ -372,8 +393,9 @@ class LogEngine(ThreadOwningEngine):
             if prepared is not None:
                 self._retire(prepared)
             logger.debug("%s: making a segment on the event loop", self.path)
+            self.segments_made_on_the_loop += 1
             try:
-                segment = self._make_segment(max(self.segment_size, needed))
+                segment = self._make_segment(max(self.segment_size, needed), populate=False)
             except OSError as exc:
                 raise OSError(
                     exc.errno,
@@ -408,7 +430,7 @@ class LogEngine(ThreadOwningEngine):
             return
         segment = done.result()
         if self._thread is None:
-            _close(segment.mm, fsync=False)  # its file is an empty segment: reopening drops it
+            _close(segment.mm)  # its file is an empty segment: reopening drops it
         elif segment.number < self._writer.number:
             self._retire(segment)  # the writer made one itself meanwhile: prepare the next
             self._prepare()
@@ -417,12 +439,14 @@ class LogEngine(ThreadOwningEngine):
 
     def _find(self, key: int) -> tuple[_Segment, int] | None:
         for segment in self._segments:
-            if segment.keys and segment.keys[0] <= key <= segment.keys[-1]:
-                index = bisect.bisect_left(segment.keys, key)
-                if segment.keys[index] == key:
+            keys = segment.keys
+            if keys and keys[0] <= key <= keys[-1]:
+                index = bisect.bisect_left(keys, key)
+                if keys[index] != key:
+                    return None
+                if segment.mm is None:
                     self._mapped(segment)
-                    return segment, segment.offsets[index]
-                return None
+                return segment, segment.offsets[index]
         return None
 
     def _remove(self, segment: _Segment, offset: int) -> None:
@@ -432,9 +456,23 @@ class LogEngine(ThreadOwningEngine):
             return
         mm[offset + _STATE] = REMOVED
         segment.live -= 1
-        self._dirty.add(segment)
+        if self.options.fsync:
+            self._dirty.add(segment)
         if not segment.live and segment is not self._writer:
             self._retire(segment)
+
+    def _yield(self) -> asyncio.Future[None]:
+        """A future that completes at the event loop's next turn, once it has run the
+        callbacks that were ready: every caller after this one yields too, until then."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_soon(self._turn, future)
+        return future
+
+    def _turn(self, future: asyncio.Future[None]) -> None:
+        self._turned = time.perf_counter()
+        if not future.done():
+            future.set_result(None)
 
     # Mapping, flushing and deleting (in the thread)
 
@@ -446,7 +484,7 @@ class LogEngine(ThreadOwningEngine):
     def _unmap(self, segment: _Segment) -> None:
         mm, segment.mm = segment.mm, None
         if mm is not None:
-            self._in_thread(_close, mm, fsync=self.options.fsync)
+            self._in_thread(_close, mm, segment.path if self.options.fsync else None)
 
     def _unmap_idle(self) -> None:
         """Unmap the segments that neither the writer nor the reader is in."""
@@ -478,7 +516,7 @@ class LogEngine(ThreadOwningEngine):
         if waiters is None:
             return
         self._flushing = True
-        mappings = [segment.mm for segment in self._dirty if segment.mm is not None]
+        paths = [segment.path for segment in self._dirty]
         self._dirty.clear()
 
         def flushed(done: asyncio.Future[None]) -> None:
@@ -490,7 +528,7 @@ class LogEngine(ThreadOwningEngine):
                     waiters.set_exception(done.exception())  # type: ignore[arg-type]
             self._start_flush()  # the changes made during this flush
 
-        self._in_thread(_flush_all, mappings).add_done_callback(flushed)
+        self._in_thread(_flush_all, paths).add_done_callback(flushed)
 
     def _in_thread(
         self, function: Callable[..., Any], *args: Any, **kwargs: Any
@@ -502,20 +540,7 @@ class LogEngine(ThreadOwningEngine):
         return job
 
 
-def _yield() -> asyncio.Future[None]:
-    """A future that completes at the event loop's next turn."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-    loop.call_soon(_complete, future)
-    return future
-
-
-def _complete(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _create_segment(path: Path, number: int, size: int, *, fsync: bool) -> _Segment:
+def _create_segment(path: Path, number: int, size: int, *, fsync: bool, populate: bool) -> _Segment:
     temporary = path.with_name(path.name + ".tmp")
     descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
     try:
@@ -529,7 +554,8 @@ def _create_segment(path: Path, number: int, size: int, *, fsync: bool) -> _Segm
         temporary.unlink()
         raise
     os.close(descriptor)
-    _populate(mm)
+    if populate:
+        _populate(mm)
     os.replace(temporary, path)
     if fsync:
         fsync_directory(path.parent)
@@ -547,15 +573,22 @@ def _allocate(descriptor: int, size: int) -> None:
 
 
 def _populate(mm: mmap.mmap) -> None:
-    """Fault the pages of a new mapping in now, in the thread, rather than on the loop."""
-    if sys.platform.startswith("linux"):
-        try:
-            mm.madvise(_POPULATE_WRITE)
-            return
-        except OSError:  # a kernel before 5.14
-            pass
-    if hasattr(mmap, "MADV_WILLNEED"):
-        mm.madvise(mmap.MADV_WILLNEED)
+    """Fault the pages of a new mapping in now, in the thread, rather than on the loop.
+
+    `mmap.madvise` holds the GIL: a chunk at a time, letting the event loop's thread in
+    between, so that it never waits for more than one chunk.
+    """
+    advice = _POPULATE_WRITE if sys.platform.startswith("linux") else None
+    for start in range(0, len(mm), _POPULATE_CHUNK):
+        length = min(_POPULATE_CHUNK, len(mm) - start)
+        if advice is not None:
+            try:
+                mm.madvise(advice, start, length)
+            except OSError:  # a kernel before 5.14
+                advice = None
+        if advice is None and hasattr(mmap, "MADV_WILLNEED"):
+            mm.madvise(mmap.MADV_WILLNEED, start, length)
+        time.sleep(0)  # releases the GIL
 
 
 def _map(path: Path, size: int) -> mmap.mmap:
@@ -566,24 +599,27 @@ def _map(path: Path, size: int) -> mmap.mmap:
         os.close(descriptor)
 
 
-def _close(mm: mmap.mmap | None, *, fsync: bool) -> None:
+def _close(mm: mmap.mmap | None, flush: Path | None = None) -> None:
+    """Unmap `mm`, after flushing the segment file `flush` to the disk if given."""
     if mm is not None:
-        if fsync:
-            mm.flush()
+        if flush is not None:
+            _flush_all([flush])
         mm.close()
 
 
 def _delete(path: Path, mm: mmap.mmap | None, *, fsync: bool) -> None:
-    _close(mm, fsync=fsync)
+    _close(mm, path if fsync else None)
     path.unlink(missing_ok=True)
     if fsync:
         fsync_directory(path.parent)
 
 
-def _flush_all(mappings: list[mmap.mmap]) -> None:
-    for mm in mappings:
-        if not mm.closed:
-            mm.flush()
+def _flush_all(paths: list[Path]) -> None:
+    """Flush segment files to the disk: `fsync` writes back the pages their mappings
+    dirtied, and, unlike `mmap.flush`, lets go of the GIL while it waits."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):  # deleted, every record removed
+            fsync_file(path)
 
 
 def _wipe(path: Path, start: int, end: int) -> None:
