@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import json
 import logging
 import mmap
@@ -505,15 +504,18 @@ class LogEngine(ThreadOwningEngine):
     def _flush(self) -> asyncio.Future[None]:
         """Return a future of a flush of every change made so far, shared with the others."""
         if self._flush_waiters is None:
-            self._flush_waiters = asyncio.get_running_loop().create_future()
-        waiters = self._flush_waiters
-        if not self._flushing:
-            self._start_flush()
-        return waiters
+            loop = asyncio.get_running_loop()
+            self._flush_waiters = loop.create_future()
+            if not self._flushing:
+                # At the loop's next turn: the changes of the callers it runs meanwhile
+                # join this flush.
+                loop.call_soon(self._start_flush)
+        return self._flush_waiters
 
     def _start_flush(self) -> None:
         waiters, self._flush_waiters = self._flush_waiters, None
-        if waiters is None:
+        if waiters is None or self._flushing:
+            self._flush_waiters = waiters
             return
         self._flushing = True
         paths = [segment.path for segment in self._dirty]
@@ -567,7 +569,7 @@ def _allocate(descriptor: int, size: int) -> None:
     if hasattr(os, "posix_fallocate"):
         os.posix_fallocate(descriptor, 0, size)
         return
-    chunk = bytes(2**20)  # no fallocate (macOS): zeros written are blocks allocated
+    chunk = bytes(2**20)  # without fallocate (macOS), zeros written are blocks allocated
     for offset in range(0, size, len(chunk)):
         os.pwrite(descriptor, chunk[: size - offset], offset)
 
@@ -618,8 +620,14 @@ def _flush_all(paths: list[Path]) -> None:
     """Flush segment files to the disk: `fsync` writes back the pages their mappings
     dirtied, and, unlike `mmap.flush`, lets go of the GIL while it waits."""
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):  # deleted, every record removed
-            fsync_file(path)
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # deleted, every record in it removed
+            continue
+        try:
+            os.fdatasync(descriptor)  # the size never changes: the data is enough
+        finally:
+            os.close(descriptor)
 
 
 def _wipe(path: Path, start: int, end: int) -> None:
