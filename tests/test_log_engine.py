@@ -206,8 +206,10 @@ async def test_a_full_disk_fails_the_put_that_cannot_fit_loses_nothing_and_passe
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        await within(queue.put("first"))  # a segment, and the next one made ready
+        await within(queue.put("second"))
         monkeypatch.setattr(os, "posix_fallocate", no_space)
-        stored: list[str] = []
+        stored: list[str] = ["first", "second"]
         failure = None
         for item in ITEMS:
             try:

@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import recovery
-from .base import DEFAULT_OPTIONS, OpenOptions, Record, Stored, ThreadOwningEngine
+from .base import Record, Stored, ThreadOwningEngine
 from .files import PRIVATE_MODE, fsync_directory, fsync_file, write_atomically
 from .framing import checksum
 
@@ -116,7 +116,9 @@ class _Segment:
 
 
 class _Scanned(NamedTuple):
-    frames: list[tuple[int, int, int]]  # key, offset, state
+    keys: array[int]  # of the intact frames, in order
+    offsets: array[int]  # where they begin
+    live: int  # how many of them are not removed
     end: int  # just past the last intact frame
     tail: bool  # bytes after `end` that are no intact frame
     skipped: bool  # damage before an intact frame
@@ -147,6 +149,7 @@ class LogEngine(ThreadOwningEngine):
         self.segment_size = segment_size
         self._segments: list[_Segment] = []
         self._next_number = 1
+        self._writer: _Segment | None = None  # the last segment, while it has room
         self._next: _Segment | None = None  # prepared by the thread
         self._preparing = False
         self._reader: _Segment | None = None  # where read() last read
@@ -158,10 +161,6 @@ class LogEngine(ThreadOwningEngine):
         self._jobs: set[asyncio.Task[Any]] = set()
         self.segments_made_on_the_loop = 0
         """How often the thread had no segment ready in time (see the measurements)."""
-
-    @property
-    def _writer(self) -> _Segment:
-        return self._segments[-1]
 
     # Opening and closing (in the thread)
 
@@ -178,15 +177,12 @@ class LogEngine(ThreadOwningEngine):
         paths = self._segment_paths()
         scans = [(number, path, _read_segment(path, number)) for number, path in paths]
         last_with_frames = max(
-            (i for i, (_, _, (_, scan)) in enumerate(scans) if scan.frames), default=-1
+            (i for i, (_, _, (_, scan)) in enumerate(scans) if scan.keys), default=-1
         )
         last_key = 0
         for i, (number, path, (size, scan)) in enumerate(scans):
             segment = _Segment(path, number, size, None)
-            for key, offset, state in scan.frames:
-                segment.keys.append(key)
-                segment.offsets.append(offset)
-                segment.live += state != REMOVED
+            segment.keys, segment.offsets, segment.live = scan.keys, scan.offsets, scan.live
             keys_ok = not segment.keys or segment.keys[0] > last_key
             last_key = max(last_key, segment.keys[-1] if segment.keys else 0)
             torn_tail = scan.tail and not scan.skipped and i >= last_with_frames
@@ -217,9 +213,11 @@ class LogEngine(ThreadOwningEngine):
             if segment is not self._segments[-1] or segment.end >= segment.size - _FRAME.size:
                 self._segments.remove(segment)
                 segment.path.unlink()
-        if not self._segments or self._writer.end >= self._writer.size - _FRAME.size:
-            self._segments.append(self._make_segment(self.segment_size))
-        self._writer.mm = _map(self._writer.path, self._writer.size)
+        # Segments are made when the first put needs one: opening to read makes none.
+        last = self._segments[-1] if self._segments else None
+        if last is not None and last.end < last.size - _FRAME.size:
+            last.mm = _map(last.path, last.size)
+            self._writer = last
         size = sum(segment.live for segment in self._segments)
         logger.debug("opened %s: %d record(s) in %d segment(s)", self.path, size, len(paths))
         return Stored(size=size, last_key=last_key, meta=meta)
@@ -286,12 +284,7 @@ class LogEngine(ThreadOwningEngine):
             segment.mm = None
         if self._next is not None:
             _close(self._next.mm)
-        self._segments, self._next, self._reader = [], None, None
-
-    async def open(self, options: OpenOptions = DEFAULT_OPTIONS) -> Stored:
-        stored = await super().open(options)
-        self._prepare()  # the next segment, before the writer needs it
-        return stored
+        self._segments, self._writer, self._next, self._reader = [], None, None, None
 
     async def close(self) -> None:
         while self._jobs:  # the last flush, whose callers wait for it, and the others
@@ -357,8 +350,10 @@ class LogEngine(ThreadOwningEngine):
     def _append(self, record: Record) -> tuple[_Segment, int]:
         size = _FRAME.size + len(record.data)
         segment = self._writer
-        if segment.end + size > segment.size:
+        if segment is None or segment.end + size > segment.size:
             segment = self._next_segment(size)
+        elif self._next is None and not self._preparing:
+            self._prepare()  # the next segment, before the writer needs it
         mm, offset = segment.mm, segment.end
         assert mm is not None
         mm[offset + _FRAME.size : offset + size] = record.data
@@ -401,11 +396,11 @@ class LogEngine(ThreadOwningEngine):
                     f"no room for the next segment of {self.path} ({exc.strerror}): "
                     "the item was not stored; the queue goes on once there is room",
                 ) from exc
-        previous = self._writer
+        previous, self._writer = self._writer, segment
         self._segments.append(segment)
-        if not previous.live:
+        if previous is not None and not previous.live:
             self._retire(previous)
-        elif previous is not self._reader:
+        elif previous is not None and previous is not self._reader:
             self._unmap(previous)
         self._prepare()
         return segment
@@ -430,7 +425,7 @@ class LogEngine(ThreadOwningEngine):
         segment = done.result()
         if self._thread is None:
             _close(segment.mm)  # its file is an empty segment: reopening drops it
-        elif segment.number < self._writer.number:
+        elif self._writer is not None and segment.number < self._writer.number:
             self._retire(segment)  # the writer made one itself meanwhile: prepare the next
             self._prepare()
         else:
@@ -487,8 +482,8 @@ class LogEngine(ThreadOwningEngine):
 
     def _unmap_idle(self) -> None:
         """Unmap the segments that neither the writer nor the reader is in."""
-        for segment in self._segments[:-1]:
-            if segment.mm is not None and segment is not self._reader:
+        for segment in self._segments:
+            if segment.mm is not None and segment not in (self._reader, self._writer):
                 self._unmap(segment)
 
     def _retire(self, segment: _Segment) -> None:
@@ -682,8 +677,11 @@ def _read_segment(path: Path, number: int) -> tuple[int, _Scanned]:
 def _scan(content: bytes, start: int) -> _Scanned:
     """Find the intact frames in `content` from `start`: one after the other, then, past
     damage, by searching on byte by byte up to the last byte that is not zero."""
-    frames: list[tuple[int, int, int]] = []
+    keys: array[int] = array("q")
+    offsets: array[int] = array("Q")
+    live = 0
     size, offset, end, previous = len(content), start, start, 0
+    view = memoryview(content)
     content_end = len(content.rstrip(b"\0"))
     skipped = False
     while offset + _FRAME.size <= size and offset < content_end:
@@ -693,15 +691,17 @@ def _scan(content: bytes, start: int) -> _Scanned:
             key > previous
             and state in (STORED, REMOVED)
             and data_end <= size
-            and checksum(key, content[offset + _FRAME.size : data_end]) == crc
+            and checksum(key, view[offset + _FRAME.size : data_end]) == crc
         ):
             skipped = skipped or offset != end
-            frames.append((key, offset, state))
+            keys.append(key)
+            offsets.append(offset)
+            live += state == STORED
             offset = end = data_end
             previous = key
         else:
             offset += 1
-    return _Scanned(frames, end, end < content_end, skipped)
+    return _Scanned(keys, offsets, live, end, end < content_end, skipped)
 
 
 def _problem(size: int, scan: _Scanned) -> str:
