@@ -101,6 +101,12 @@ def parse(item: str) -> tuple[int, int, int]:
     return round_number, producer, number
 
 
+# Each kill round starts a Python process: 30 of them take longer than the default timeout
+# on a busy machine.
+KILL_TIMEOUT = 6 * max(rounds(engine) for engine in FILE_ENGINES)
+
+
+@pytest.mark.timeout(KILL_TIMEOUT)
 @pytest.mark.parametrize("engine", list(FILE_ENGINES))
 async def test_sigkill_loses_and_duplicates_nothing_delivered_at_most_once(
     engine: str, tmp_path: Path
@@ -137,6 +143,7 @@ async def test_sigkill_loses_and_duplicates_nothing_delivered_at_most_once(
     )
 
 
+@pytest.mark.timeout(KILL_TIMEOUT)
 @pytest.mark.parametrize("engine", list(ENGINES))
 async def test_sigkill_loses_nothing_delivered_at_least_once(engine: str, tmp_path: Path) -> None:
     calls, put = await kill_rounds(tmp_path / "queue.db", engine, "at-least-once", tmp_path)
