@@ -8,6 +8,7 @@ from .acknowledgements import Receipt
 from .engines import (
     DbmEngine,
     ExclusiveSqliteEngine,
+    LogEngine,
     PickledList,
     SharedSqliteEngine,
     SqliteEngine,
@@ -37,6 +38,7 @@ __all__ = [
     "Durability",
     "ExclusiveSqliteEngine",
     "JsonSerializer",
+    "LogEngine",
     "OnCorruption",
     "PickleSerializer",
     "PickledList",

@@ -15,6 +15,7 @@ import pytest
 from aiodiskqueue import engines
 from aiodiskqueue.engines import (
     DbmEngine,
+    LogEngine,
     PickledList,
     SharedSqliteEngine,
     SharedStorageEngine,
@@ -44,7 +45,16 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     },
     "SqliteEngine": SqliteEngine,
     "PickledList": PickledList,
+    # Small segments, so that every test also moves the log from one segment to the next.
+    "LogEngine": functools.partial(LogEngine, segment_size=16384),
 }
+
+
+BATCHING_ENGINES = {
+    name: make for name, make in ENGINES.items() if not getattr(make, "func", make).commits_in_place
+}
+"""The engines that store changes in batches, through `commit()`: not those that commit in
+place (`StorageEngine.commits_in_place`), whose puts and gets never wait for storage."""
 
 
 FILE_ENGINES: dict[str, Callable[[Path], StorageEngine | SharedStorageEngine]] = {
@@ -58,6 +68,13 @@ FILE_ENGINES: dict[str, Callable[[Path], StorageEngine | SharedStorageEngine]] =
 def engine(request: pytest.FixtureRequest) -> Callable[[Path], StorageEngine]:
     """Makes an engine for a path; a test that uses it runs once per engine."""
     return ENGINES[request.param]
+
+
+@pytest.fixture(params=list(BATCHING_ENGINES))
+def batching_engine(request: pytest.FixtureRequest) -> Callable[[Path], StorageEngine]:
+    """Makes an engine that stores changes in batches; a test that uses it runs once per such
+    engine (tests of what happens while a batch is being stored)."""
+    return BATCHING_ENGINES[request.param]
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import pytest
 from aiodiskqueue import QueueCorruptedError
 from aiodiskqueue.engines import (
     DbmEngine,
+    LogEngine,
     OpenOptions,
     PickledList,
     Record,
@@ -54,6 +55,7 @@ class Engine:
     data_suffix: str  # the file that holds the records: <path><data_suffix>
     companions: tuple[str, ...]  # other files backed up with it when damaged
     unit: int | None  # records are lost by the page of this size, or (None) by the frame
+    frame_header: int = framing.HEADER_SIZE  # bytes of a frame before its data
 
     def data(self, path: Path) -> Path:
         return Path(f"{path}{self.data_suffix}")
@@ -71,6 +73,14 @@ ENGINES = {
         ),
         Engine("SqliteEngine", SqliteEngine, "", (), 4096),
         Engine("PickledList", PickledList, "", (), None),
+        Engine(
+            "LogEngine",
+            functools.partial(LogEngine, segment_size=16384),
+            ".aiodiskqueue-seg-0000000001",
+            (),
+            None,
+            frame_header=20,
+        ),
     )
 }
 
@@ -167,6 +177,8 @@ LOST_IS_KNOWN = {
     },
     "PickledList": {"truncated_tail", "truncated_by_a_page", "overwritten_middle", "flipped_bit"},
     "SqliteEngine": {"flipped_bit"},
+    # Its removals are marks in the frames: a damaged frame may have been removed already.
+    "LogEngine": set(),
 }
 
 
@@ -186,7 +198,7 @@ def damage_data(engine: Engine, path: Path, damage: Callable[..., range]) -> lis
     for record in stored_records():
         offset = offsets[record.key]
         if engine.unit is None:  # a frame: its header, then its data
-            start, end = offset - framing.HEADER_SIZE, offset + len(record.data)
+            start, end = offset - engine.frame_header, offset + len(record.data)
         else:  # the page that holds it
             start = offset // engine.unit * engine.unit
             end = start + engine.unit

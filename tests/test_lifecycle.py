@@ -19,7 +19,7 @@ PROGRAM = textwrap.dedent(
     """
     import asyncio, functools, json, sys
     from aiodiskqueue import Queue
-    from aiodiskqueue.engines import DbmEngine, PickledList, SqliteEngine
+    from aiodiskqueue.engines import DbmEngine, LogEngine, PickledList, SqliteEngine
 
     engine = {engine}
 

@@ -203,9 +203,9 @@ async def test_a_putter_cancelled_after_being_woken_passes_the_slot_to_the_next_
 
 @pytest.mark.parametrize("when", WHEN_STORING)
 async def test_a_put_cancelled_after_placing_its_item_raises_cancelled_error(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         putter = await put_then_cancel(queue, hooks, "a", lambda: queue.put("x"), when)
         assert putter.cancelled()
@@ -213,9 +213,9 @@ async def test_a_put_cancelled_after_placing_its_item_raises_cancelled_error(
 
 @pytest.mark.parametrize("when", WHEN_STORING)
 async def test_a_put_cancelled_after_placing_its_item_leaves_the_queue_without_it(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await put_then_cancel(queue, hooks, "a", lambda: queue.put("x"), when)
         await queue.put("b")
@@ -224,20 +224,20 @@ async def test_a_put_cancelled_after_placing_its_item_leaves_the_queue_without_i
 
 @pytest.mark.parametrize("when", WHEN_STORING)
 async def test_a_put_cancelled_after_placing_its_item_leaves_storage_without_it(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await put_then_cancel(queue, hooks, "a", lambda: queue.put("x"), when)
         await queue.put("b")
-    assert await reopened(path, engine) == ["a", "b"]
+    assert await reopened(path, batching_engine) == ["a", "b"]
 
 
 @pytest.mark.parametrize("when", WHEN_STORING)
 async def test_a_put_cancelled_after_placing_its_item_counts_no_task(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await put_then_cancel(queue, hooks, "a", lambda: queue.put("x"), when)
         assert await within(queue.get()) == "a"
@@ -246,11 +246,11 @@ async def test_a_put_cancelled_after_placing_its_item_counts_no_task(
 
 
 async def test_a_put_cancelled_after_its_item_was_stored_beyond_the_window_takes_it_out(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
     # With a read-ahead of 2, "c" is stored beyond the window, and the commit that stores it
     # also empties the window: a read-ahead that sees "c" starts before the put is cancelled.
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks, readahead=2) as queue:
         for item in ("a", "b", "x"):
             await queue.put(item)
@@ -277,9 +277,9 @@ async def test_a_put_cancelled_after_a_getter_took_its_item_returns_normally(
 
 
 async def test_cancelled_puts_neither_lose_nor_duplicate_nor_reorder_items(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         for item, when in enumerate(WHEN_STORING * 2):
             await put_then_cancel(
@@ -292,18 +292,18 @@ async def test_cancelled_puts_neither_lose_nor_duplicate_nor_reorder_items(
 
 
 async def test_a_get_cancelled_before_its_removal_is_sent_raises_cancelled_error(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         getter = await put_then_cancel(queue, hooks, "a", queue.get, BEFORE_SENT)
         assert getter.cancelled()
 
 
 async def test_a_get_cancelled_before_its_removal_is_sent_puts_the_item_back_at_the_head(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await queue.put("a")
         await put_then_cancel(queue, hooks, "b", queue.get, BEFORE_SENT)
@@ -311,20 +311,20 @@ async def test_a_get_cancelled_before_its_removal_is_sent_puts_the_item_back_at_
 
 
 async def test_a_get_cancelled_before_its_removal_is_sent_keeps_the_item_in_storage(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await queue.put("a")
         await put_then_cancel(queue, hooks, "b", queue.get, BEFORE_SENT)
         await queue.put("c")
-    assert await reopened(path, engine) == ["a", "b", "c"]
+    assert await reopened(path, batching_engine) == ["a", "b", "c"]
 
 
 async def test_an_item_put_back_by_a_cancelled_get_goes_to_a_waiting_getter(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         release = asyncio.Event()
         hooks.before_commit = release.wait
@@ -345,9 +345,9 @@ async def test_an_item_put_back_by_a_cancelled_get_goes_to_a_waiting_getter(
 
 @pytest.mark.parametrize("when", ONCE_SENT)
 async def test_a_get_cancelled_while_its_removal_is_stored_raises_cancelled_error(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         getter = await put_then_cancel(queue, hooks, "a", queue.get, when)
         assert getter.cancelled()
@@ -355,9 +355,9 @@ async def test_a_get_cancelled_while_its_removal_is_stored_raises_cancelled_erro
 
 @pytest.mark.parametrize("when", ONCE_SENT)
 async def test_a_get_cancelled_while_its_removal_is_stored_puts_the_item_back_at_the_head(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await queue.put("a")
         await put_then_cancel(queue, hooks, "b", queue.get, when)
@@ -366,14 +366,14 @@ async def test_a_get_cancelled_while_its_removal_is_stored_puts_the_item_back_at
 
 @pytest.mark.parametrize("when", ONCE_SENT)
 async def test_a_get_cancelled_while_its_removal_is_stored_stores_the_item_again(
-    engine: Engine, path: Path, when: str
+    batching_engine: Engine, path: Path, when: str
 ) -> None:
     # The item's removal was stored: it is stored again, behind the items stored before.
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await queue.put("a")
         await put_then_cancel(queue, hooks, "b", queue.get, when)
-    assert await reopened(path, engine) == ["b", "a"]
+    assert await reopened(path, batching_engine) == ["b", "a"]
 
 
 async def cancelled_gets(queue: Queue[int], hooks: Hooks) -> list[int]:
@@ -387,29 +387,29 @@ async def cancelled_gets(queue: Queue[int], hooks: Hooks) -> list[int]:
 
 
 async def test_cancelled_gets_neither_lose_nor_duplicate_nor_reorder_items(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         got = await cancelled_gets(queue, hooks)
         assert (got, await take_all(queue)) == ([], list(range(6)))
 
 
 async def test_cancelled_gets_neither_lose_nor_duplicate_items_in_storage(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         got = await cancelled_gets(queue, hooks)
-    assert sorted(got + await reopened(path, engine)) == list(range(6))
+    assert sorted(got + await reopened(path, batching_engine)) == list(range(6))
 
 
 async def test_a_get_cancelled_by_wait_for_in_a_cancelled_task_loses_nothing(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
     # Python 3.10 and 3.11's wait_for() drop the result of an inner get() that completes
     # after its outer task was cancelled: the get must raise instead, keeping its item.
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         await queue.put("a")
         await queue.put("b")
@@ -420,11 +420,11 @@ async def test_a_get_cancelled_by_wait_for_in_a_cancelled_task_loses_nothing(
 
 
 async def test_a_put_cancelled_by_wait_for_in_a_cancelled_task_is_not_stored(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    hooks = Hooks(engine)
+    hooks = Hooks(batching_engine)
     async with await Queue.create(path, cls_storage_engine=hooks) as queue:
         outer = asyncio.create_task(asyncio.wait_for(queue.put("x"), TIMEOUT))
         hooks.before_commit = outer.cancel
         assert (await finished(outer)).cancelled()
-    assert await reopened(path, engine) == []
+    assert await reopened(path, batching_engine) == []

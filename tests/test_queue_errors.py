@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,17 @@ class Faults:
             return await read(after, limit)
 
         engine.commit = faulty_commit  # type: ignore[method-assign]
+        if engine.commits_in_place:
+            commit_now = engine.commit_now
+
+            def faulty_commit_now(
+                appends: Sequence[Record], removals: Sequence[int]
+            ) -> Awaitable[None] | None:
+                if self.commits_fail:
+                    raise OSError("disk full")
+                return commit_now(appends, removals)
+
+            engine.commit_now = faulty_commit_now  # type: ignore[method-assign]
         engine.read = faulty_read  # type: ignore[method-assign]
         return engine
 
@@ -261,9 +272,9 @@ async def test_items_taken_by_get_nowait_before_a_failed_commit_are_delivered_ag
 
 
 async def test_join_returns_once_every_delivered_item_is_done_after_a_failed_get(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    faults = Faults(engine)
+    faults = Faults(batching_engine)
     async with await Queue.create(path, cls_storage_engine=faults) as queue:
         await queue.put("a")
         faults.commits_fail = True
@@ -276,9 +287,9 @@ async def test_join_returns_once_every_delivered_item_is_done_after_a_failed_get
 
 
 async def test_an_item_got_again_after_a_failed_commit_counts_as_a_task_each_time_it_is_got(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    faults = Faults(engine)
+    faults = Faults(batching_engine)
     async with await Queue.create(path, cls_storage_engine=faults) as queue:
         for item in ("a", "b"):
             await queue.put(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,17 @@ class Recording:
             self.commits.append(([pickle.loads(record.data) for record in appends], [*removals]))
 
         engine.commit = commit_and_log  # type: ignore[method-assign]
+        if engine.commits_in_place:  # stored when commit_now returns
+            commit_now = engine.commit_now
+
+            def commit_now_and_log(
+                appends: Sequence[Record], removals: Sequence[int]
+            ) -> Awaitable[None] | None:
+                flushed = commit_now(appends, removals)
+                self.commits.append(([pickle.loads(r.data) for r in appends], [*removals]))
+                return flushed
+
+            engine.commit_now = commit_now_and_log  # type: ignore[method-assign]
         return engine
 
 
@@ -149,9 +160,9 @@ async def test_get_returns_once_the_removal_of_its_item_is_stored(
 
 
 async def test_puts_waiting_at_the_same_moment_are_stored_in_one_commit(
-    engine: Engine, path: Path
+    batching_engine: Engine, path: Path
 ) -> None:
-    recording = Recording(engine)
+    recording = Recording(batching_engine)
     async with await Queue.create(path, cls_storage_engine=recording) as queue:
         await within(asyncio.gather(*(queue.put(item) for item in range(10))))
         assert recording.commits == [(list(range(10)), [])]

@@ -33,6 +33,7 @@ def test_each_local_format_has_one_single_owner_engine() -> None:
     formats = {entry.format for entry in registry.ENGINES.values() if entry.format}
     assert {registry.single_owner(each).name for each in formats} == {
         "DbmEngine",
+        "LogEngine",
         "PickledList",
         "SqliteEngine",
     }

@@ -181,8 +181,8 @@ class LocalBackend(Generic[T]):
         item, record = self._take()
         if self._at_least_once:
             return item, record.key
+        self._batch.awaited_gets += 1  # before the change: a commit in place fails at once
         batch = self._change(removal=record.key)
-        batch.awaited_gets += 1
         try:
             await asyncio.shield(batch.done)
         except asyncio.CancelledError:

@@ -1,7 +1,8 @@
 """Storage engines: where a queue's items live.
 
 `DbmEngine` is the default. `PickledList` stores a small queue in one file,
-`SqliteEngine` in an SQLite database that one queue owns. `SharedSqliteEngine` stores it
+`SqliteEngine` in an SQLite database that one queue owns, `LogEngine` in memory-mapped
+log segments, at memory speed. `SharedSqliteEngine` stores it
 in an SQLite database that several processes can use at once; `RedisEngine` and
 `PostgresEngine` on a server that several machines can use (they need the extras
 ``aiodiskqueue[redis]`` and ``aiodiskqueue[postgres]``). To store a queue somewhere else,
@@ -22,9 +23,11 @@ from .contracts.local import (
     StorageEngine,
     Stored,
     ThreadedStorageEngine,
+    ThreadOwningEngine,
 )
 from .contracts.shared import KnownSize, SharedStorageEngine
 from .dbm import DbmEngine
+from .log import LogEngine
 from .pickled_list import PickledList
 from .sqlite.engine import ExclusiveSqliteEngine, SqliteEngine
 from .sqlite.shared import SharedSqliteEngine
@@ -42,6 +45,7 @@ __all__ = [
     "ExclusiveSqliteEngine",
     "FifoStorageEngine",
     "KnownSize",
+    "LogEngine",
     "OpenOptions",
     "PickleSequence",
     "PickledList",
@@ -53,6 +57,7 @@ __all__ = [
     "SqliteEngine",
     "StorageEngine",
     "Stored",
+    "ThreadOwningEngine",
     "ThreadedStorageEngine",
 ]
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 __all__ = [
     "ENGINES",
+    "LOG_SIGNATURE",
     "PICKLED_LIST_SIGNATURE",
     "SQLITE_SIGNATURE",
     "Entry",
@@ -25,13 +26,15 @@ __all__ = [
     "single_owner",
 ]
 
-Format = Literal["dbm", "pickled-list", "sqlite"]
+Format = Literal["dbm", "log", "pickled-list", "sqlite"]
 """A file format of the local engines."""
 
 SQLITE_SIGNATURE = b"SQLite format 3\0"
 """How every SQLite database begins (the SQLite engines', and ``dbm.sqlite3``'s)."""
 PICKLED_LIST_SIGNATURE = b"AQPL"
 """How a `PickledList` file begins."""
+LOG_SIGNATURE = b"AQLG"
+"""How the header file of a `LogEngine` queue begins."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ ENGINES: dict[str, Entry] = {
         Entry(
             "PickledList", "pickled_list", format="pickled-list", signature=PICKLED_LIST_SIGNATURE
         ),
+        Entry("LogEngine", "log", format="log", signature=LOG_SIGNATURE),
         Entry(
             "SharedSqliteEngine", "sqlite", format="sqlite", signature=SQLITE_SIGNATURE, shared=True
         ),

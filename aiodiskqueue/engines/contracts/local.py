@@ -34,6 +34,7 @@ __all__ = [
     "Record",
     "StorageEngine",
     "Stored",
+    "ThreadOwningEngine",
     "ThreadedStorageEngine",
 ]
 
@@ -178,14 +179,13 @@ FifoStorageEngine = StorageEngine
 """The name `StorageEngine` had in aiodiskqueue 0.1."""
 
 
-class ThreadedStorageEngine(StorageEngine):
-    """An engine written as blocking code, which runs in a thread that the engine owns.
+class ThreadOwningEngine(StorageEngine):
+    """An engine that opens and closes its files in a thread that it owns.
 
-    Subclasses implement `blocking_open`, `blocking_read`, `blocking_commit` and
-    `blocking_close` with the contract of `StorageEngine`'s methods of the same name; the
-    options given to `open()` are in `self.options`. They
-    all run in one thread, in the order `Queue` calls them, so they need no locks. The thread
-    is a daemon: it never keeps the interpreter from exiting.
+    Subclasses implement `blocking_open` and `blocking_close`, which run in that thread (the
+    options given to `open()` are in `self.options`), and may hand it more blocking work with
+    `self._running().call(...)`. The thread is a daemon: it never keeps the interpreter from
+    exiting.
 
     An engine whose files must have a single owner sets `exclusive`: it then holds a
     `QueueLock` while it is open, and a second opener gets `QueueLockedError`, whatever
@@ -230,12 +230,6 @@ class ThreadedStorageEngine(StorageEngine):
             self._lock.cover_file()
         return stored
 
-    async def read(self, after: int, limit: int) -> list[Record]:
-        return await self._running().call(self.blocking_read, after, limit)
-
-    async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
-        await self._running().call(self.blocking_commit, appends, removals)
-
     async def close(self) -> None:
         thread = self._running()
         self._thread = None
@@ -256,13 +250,33 @@ class ThreadedStorageEngine(StorageEngine):
         """Open or create the store and say what it holds (runs in the engine's thread)."""
 
     @abc.abstractmethod
+    def blocking_close(self) -> None:
+        """Release files and connections (runs in the engine's thread)."""
+
+
+class ThreadedStorageEngine(ThreadOwningEngine):
+    """An engine written as blocking code, which runs in a thread that the engine owns.
+
+    Subclasses implement `blocking_open`, `blocking_read`, `blocking_commit` and
+    `blocking_close` with the contract of `StorageEngine`'s methods of the same name; the
+    options given to `open()` are in `self.options`. They
+    all run in one thread, in the order `Queue` calls them, so they need no locks. The thread
+    is a daemon: it never keeps the interpreter from exiting.
+
+    An engine whose files must have a single owner sets `exclusive`: it then holds a
+    `QueueLock` while it is open, and a second opener gets `QueueLockedError`.
+    """
+
+    async def read(self, after: int, limit: int) -> list[Record]:
+        return await self._running().call(self.blocking_read, after, limit)
+
+    async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
+        await self._running().call(self.blocking_commit, appends, removals)
+
+    @abc.abstractmethod
     def blocking_read(self, after: int, limit: int) -> list[Record]:
         """Return up to `limit` records with keys above `after` (runs in the engine's thread)."""
 
     @abc.abstractmethod
     def blocking_commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
         """Store `appends`, remove `removals`, all or nothing (runs in the engine's thread)."""
-
-    @abc.abstractmethod
-    def blocking_close(self) -> None:
-        """Release files and connections (runs in the engine's thread)."""

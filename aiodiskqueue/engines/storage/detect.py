@@ -5,6 +5,8 @@ Each local engine's files are known by how they begin:
 - an SQLite database (``SQLite format 3\\0``) with a ``queue`` table: the format of
   `SqliteEngine` and `SharedSqliteEngine`, which share it;
 - ``AQPL``: `PickledList`;
+- ``AQLG``: `LogEngine`, whose records are in the segment files
+  ``<path>.aiodiskqueue-seg-<number>`` beside it (they begin with ``AQLS``);
 - a `dbm` database, as `dbm.whichdb` tells it (``dbm.gnu``, ``dbm.ndbm``, ``dbm.dumb``'s
   ``.dat`` and ``.dir``, or an SQLite database with ``dbm.sqlite3``'s ``Dict`` table):
   `DbmEngine`, which records its backend so and reopens a queue with it;
@@ -23,8 +25,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .. import registry
-from ..contracts.local import ThreadedStorageEngine
+from .. import log, registry
+from ..contracts.local import ThreadOwningEngine
 from ..registry import Format
 from . import legacy
 from .sqlite_look import sqlite_tables
@@ -33,6 +35,7 @@ __all__ = ["Format", "QueueFiles", "detect"]
 
 _SQLITE_MAGIC = registry.SQLITE_SIGNATURE
 _PICKLED_LIST_MAGIC = registry.PICKLED_LIST_SIGNATURE
+_LOG_MAGIC = registry.LOG_SIGNATURE
 # Every file a dbm backend may keep for a database at a path (`dbm.dumb`'s ``.bak`` is an
 # old copy of its index, not part of the database).
 _DBM_SUFFIXES = ("", ".db", ".pag", ".dir", ".dat", "-wal", "-shm")
@@ -60,9 +63,9 @@ class QueueFiles(NamedTuple):
         )
 
     @property
-    def single_owner_engine(self) -> type[ThreadedStorageEngine]:
+    def single_owner_engine(self) -> type[ThreadOwningEngine]:
         """The engine that opens the queue for one owner, holding its lock exclusively."""
-        engine: type[ThreadedStorageEngine] = registry.single_owner(self.format).load()
+        engine: type[ThreadOwningEngine] = registry.single_owner(self.format).load()
         return engine
 
     @property
@@ -95,6 +98,9 @@ def detect(path: str | os.PathLike[str]) -> QueueFiles:
         return _found(path, "sqlite", None, _SQLITE_SUFFIXES)
     if head is not None and head.startswith(_PICKLED_LIST_MAGIC):
         return _found(path, "pickled-list", None, ("",))
+    if head is not None and head.startswith(_LOG_MAGIC):
+        segments = [segment for _, segment in log.segment_files(path)]
+        return QueueFiles(path, "log", None, (path, *segments))
     backend = dbm.whichdb(str(path))
     if backend is None and any(Path(f"{path}{end}").exists() for end in (".dat", ".dir")):
         backend = "dbm.dumb"  # whose index is missing or damaged, as DbmEngine allows

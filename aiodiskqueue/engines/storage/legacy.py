@@ -109,13 +109,13 @@ class Found(NamedTuple):
     """Its files, all of which exist."""
 
 
-def find(path: Path, format: Format | None = None) -> Found | None:
+def find(path: Path, format: str | None = None) -> Found | None:
     """Return the 0.1 queue at `path` (of `format`, if given); None if there is none.
 
-    Reads only; changes no file.
+    Reads only; changes no file. A format that 0.1 did not have finds none.
     """
-    formats: tuple[Format, ...] = (format,) if format else ("dbm", "pickled-list", "sqlite")
-    for kind in formats:
+    formats = [format] if format else list(_FINDERS)
+    for kind in (each for each in formats if each in _FINDERS):
         found = _FINDERS[kind](path)
         if found is not None:
             return found

@@ -1,0 +1,278 @@
+"""LogEngine: a put or get is a store into a mapped segment, and what that format promises.
+
+Tests of every engine (the asyncio.Queue API, persistence, errors, damage, kills) run on
+LogEngine too, from conftest's ENGINES; these are its own: segments, a torn tail, a full
+disk, fairness and flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiodiskqueue import Queue, QueueCorruptedError
+from aiodiskqueue.engines import LogEngine, Record, log
+from aiodiskqueue.engines.storage.detect import detect
+
+from .helpers import drain, within
+from .test_engine_that_commits_in_place import completes_at_once
+
+SEGMENT = 4096
+Small = functools.partial(LogEngine, segment_size=SEGMENT)
+
+
+def segments(path: Path) -> list[Path]:
+    return [segment for _, segment in log.segment_files(path)]
+
+
+async def filled(path: Path, items: list[Any], **options: Any) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small, **options) as queue:
+        for item in items:
+            await queue.put(item)
+
+
+async def reopened(path: Path, **options: Any) -> list[Any]:
+    async with await Queue.create(path, cls_storage_engine=Small, **options) as queue:
+        return await drain(queue)
+
+
+async def settled(queue: Queue[Any]) -> None:
+    """Wait until the engine's thread has done what it was given (deleting segments)."""
+    jobs = queue._backend.engine._jobs  # type: ignore[union-attr]
+    while jobs:
+        await within(asyncio.wait(set(jobs)))
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+ITEMS = [f"item {n:04d} " + "x" * 200 for n in range(60)]  # about four segments
+
+
+async def test_put_and_get_complete_without_yielding_to_the_event_loop(path: Path) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        completes_at_once(queue.put("item"))
+        assert completes_at_once(queue.get()) == "item"
+
+
+async def test_items_come_back_in_order_across_segments_after_reopening(path: Path) -> None:
+    await filled(path, ITEMS)
+    assert len(segments(path)) >= 4
+    assert await reopened(path) == ITEMS
+
+
+async def test_segments_are_deleted_once_every_record_in_them_is_removed(path: Path) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        for item in ITEMS * 3:
+            await queue.put(item)
+            await queue.get()
+        await queue.put("last")
+        await settled(queue)
+        # The segment being written, and the next one made ready.
+        assert len(segments(path)) <= 2
+    assert await reopened(path) == ["last"]
+
+
+async def test_disk_use_is_the_backlog_and_at_most_two_segments(path: Path) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        for item in ITEMS:
+            await queue.put(item)
+        for _ in range(len(ITEMS) - 10):
+            await queue.get()
+        await settled(queue)
+        backlog = sum(len(item) + 40 for item in ITEMS[-10:])
+        used = sum(file.stat().st_size for file in segments(path))
+        assert used <= backlog + 3 * SEGMENT  # the backlog's first segment is partly consumed
+
+
+async def test_records_removed_out_of_order_stay_removed_after_reopening(path: Path) -> None:
+    engine = Small(path)
+    await engine.open()
+    await engine.commit([Record(key, bytes([key]) * 300) for key in range(1, 21)], [])
+    await engine.commit([], [3, 17, 9])
+    await engine.close()
+    engine = Small(path)
+    stored = await engine.open()
+    assert [record.key for record in await engine.read(0, 100)] == [
+        key for key in range(1, 21) if key not in (3, 9, 17)
+    ]
+    assert (stored.size, stored.last_key) == (17, 20)
+    await engine.close()
+
+
+async def test_its_files_are_private_to_their_owner(path: Path) -> None:
+    await filled(path, ITEMS)
+    for file in [path, *segments(path)]:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+async def test_its_queues_are_told_from_their_first_bytes(path: Path) -> None:
+    await filled(path, ITEMS)
+    found = detect(path)
+    assert (found.format, found.engine_names, found.single_owner_engine) == (
+        "log",
+        ("LogEngine",),
+        LogEngine,
+    )
+    assert set(found.files) == {path, *segments(path)}
+
+
+# Damage
+
+
+async def test_a_frame_torn_at_the_tail_is_wiped_without_a_warning(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS[:5])
+    (segment,) = [s for s in segments(path) if b"item 0004" in s.read_bytes()]
+    data = bytearray(segment.read_bytes())
+    end = data.index(b"item 0004") + 250
+    data[end : end + 100] = b"\x01" * 100  # a frame whose header never got written
+    segment.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await reopened(path) == ITEMS[:5]
+    assert not warnings_of(caplog)
+
+
+async def test_a_damaged_segment_keeps_the_intact_records_of_the_others_with_a_warning(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS)
+    first = segments(path)[0]
+    data = bytearray(first.read_bytes())
+    start = data.index(b"item 0001")
+    data[start : start + 20] = os.urandom(20)
+    first.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await reopened(path) == [ITEMS[0], *ITEMS[2:]]
+    (warning,) = warnings_of(caplog)
+    assert "overwritten" in warning
+    (backup,) = first.parent.glob(f"{first.name}.damaged-*")
+    assert backup.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("size", [0, 10, 1000])
+async def test_a_segment_cut_short_is_reported_and_the_others_kept(
+    path: Path, size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS)
+    second = segments(path)[1]
+    kept = [item for item in ITEMS if item.encode() not in second.read_bytes()]
+    os.truncate(second, size)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        got = await reopened(path)
+    assert set(kept) <= set(got)
+    assert got == sorted(got)
+    assert len(warnings_of(caplog)) == 1
+
+
+async def test_a_damaged_segment_opened_with_raise_raises_and_changes_nothing(
+    path: Path,
+) -> None:
+    await filled(path, ITEMS)
+    first = segments(path)[0]
+    os.truncate(first, 100)
+    before = {file: file.read_bytes() for file in [path, *segments(path)]}
+    with pytest.raises(QueueCorruptedError, match="cut short"):
+        await Queue.create(path, cls_storage_engine=Small, on_corruption="raise")
+    assert {file: file.read_bytes() for file in [path, *segments(path)]} == before
+
+
+async def test_a_damaged_header_file_is_replaced_with_a_warning_and_no_item_lost(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS)
+    path.write_bytes(b"AQLG garbage")
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await reopened(path) == ITEMS
+    assert len(warnings_of(caplog)) == 1
+
+
+# A full disk
+
+
+async def test_a_full_disk_fails_the_put_that_cannot_fit_loses_nothing_and_passes(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(descriptor: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        await within(queue.put("first"))  # a segment, and the next one made ready
+        await within(queue.put("second"))
+        monkeypatch.setattr(os, "posix_fallocate", no_space)
+        stored: list[str] = ["first", "second"]
+        failure = None
+        for item in ITEMS:
+            try:
+                await within(queue.put(item))
+            except OSError as exc:
+                failure = exc
+                break
+            stored.append(item)
+        assert failure is not None
+        assert failure.errno == errno.ENOSPC
+        assert "no room for the next segment" in str(failure)
+        assert queue.qsize() == len(stored) > 0
+        monkeypatch.undo()
+        await within(queue.put("after"))
+        assert await drain(queue) == [*stored, "after"]
+    assert await reopened(path) == []
+
+
+# Fairness and flushes
+
+
+async def test_a_task_putting_in_a_tight_loop_lets_other_tasks_run(path: Path) -> None:
+    async with await Queue.create(path, cls_storage_engine=LogEngine) as queue:
+        other = asyncio.create_task(asyncio.sleep(0))
+        for number in range(10_000):  # at least 10 ms at a microsecond per put
+            await queue.put(number)
+            if other.done():
+                break
+        assert other.done()
+        assert number >= log._CHECK_EVERY - 1  # a put does not wait for nothing
+
+
+async def test_with_power_loss_durability_puts_made_meanwhile_share_a_flush(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes = []
+    flush_all = log._flush_all
+    monkeypatch.setattr(log, "_flush_all", lambda maps: (flushes.append(1), flush_all(maps)))
+    async with await Queue.create(
+        path, cls_storage_engine=LogEngine, durability="power-loss"
+    ) as queue:
+        await within(asyncio.gather(*(queue.put(n) for n in range(100))))
+        assert 1 <= len(flushes) <= 2
+        assert queue.qsize() == 100
+
+
+async def test_a_segment_too_small_is_refused(path: Path) -> None:
+    with pytest.raises(ValueError, match="segment_size"):
+        LogEngine(path, segment_size=100)
+
+
+async def test_join_returns_once_every_item_is_done_after_a_get_whose_removal_failed(
+    path: Path,
+) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        await queue.put("a")
+        engine = queue._backend.engine  # type: ignore[union-attr]
+        commit_now = engine.commit_now
+        engine.commit_now = lambda *_: (_ for _ in ()).throw(OSError("disk full"))
+        with pytest.raises(OSError, match="disk full"):
+            await within(queue.get())
+        engine.commit_now = commit_now
+        assert await within(queue.get()) == "a"
+        queue.task_done()
+        await within(queue.join())
