@@ -65,6 +65,9 @@ class LocalBackend(Generic[T]):
         self._held: set[int] = set()
         self._moved: set[int] = set()
         self._batch = Batch()
+        self._stored_now = Batch()  # what a change committed in place at once waits for
+        self._stored_now.sent = True
+        self._stored_now.settle()
         self._storage_task: asyncio.Task[None] | None = None
         self._fsync = fsync
         self._burials: set[asyncio.Task[None]] = set()
@@ -345,21 +348,30 @@ class LocalBackend(Generic[T]):
         batch.settle()
 
     def _commit_in_place(self) -> Batch:
-        """Store the change of the current batch on the event loop, now (`commit_now`)."""
-        batch, self._batch = self._batch, Batch()
-        batch.sent = True
+        """Store the change of the current batch on the event loop, now (`commit_now`).
+
+        When that is all (no flush to wait for), the batch is emptied and kept for the next
+        change, and the caller gets `_stored_now`, a batch stored already: no future is made
+        per change, which is most of the time a change takes on such an engine.
+        """
+        batch = self._batch
         try:
             flushed = self.engine.commit_now(batch.appends, batch.removals)
         except Exception as exc:
+            self._batch = Batch()
+            batch.sent = True
             self._fail(batch, exc)
             return batch
         self._committed(batch)
         if flushed is None:
-            batch.settle()
-        else:  # durable against a process crash now; the caller waits for the flush too
-            asyncio.ensure_future(flushed).add_done_callback(
-                lambda done: batch.settle(None if done.cancelled() else done.exception())
-            )
+            batch.appends, batch.removals, batch.awaited_gets = [], [], 0
+            return self._stored_now
+        # Durable against a process crash now; the caller waits for the flush too.
+        self._batch = Batch()
+        batch.sent = True
+        asyncio.ensure_future(flushed).add_done_callback(
+            lambda done: batch.settle(None if done.cancelled() else done.exception())
+        )
         return batch
 
     def _committed(self, batch: Batch) -> None:
