@@ -28,7 +28,7 @@ import hashlib
 import importlib
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -187,12 +187,7 @@ async def _read_as_it_is(found: QueueFiles, *, unpickle: bool) -> AsyncIterator[
     without unpickling any. Without `unpickle`, a 0.1 ``PickledList``, whose items are one
     pickle, is refused.
     """
-    lock = QueueLock(found.path)
-    try:
-        lock.acquire()
-    except QueueLockedError:
-        raise Locked(found.path, recorded_owner(found.path)) from None
-    try:
+    with holding_lock(found):
         old = legacy.find(found.path, found.format)
         if old is None:
             raise CliError(f"{found.path} changed while it was being read: try again")
@@ -204,6 +199,19 @@ async def _read_as_it_is(found: QueueFiles, *, unpickle: bool) -> AsyncIterator[
         size = _reported(legacy.count, old)
         meta = {"serializer": "pickle"}  # aiodiskqueue 0.1 pickled every item
         yield Opened0_1(_Records(old), Stored(size, size, meta))
+
+
+@contextlib.contextmanager
+def holding_lock(found: QueueFiles) -> Iterator[None]:
+    """Hold the lock of the local queue `found`, as its engine would, changing no file of its;
+    `Locked` if another process has the queue open."""
+    lock = QueueLock(found.path)
+    try:
+        lock.acquire()
+    except QueueLockedError:
+        raise Locked(found.path, recorded_owner(found.path)) from None
+    try:
+        yield
     finally:
         lock.release()
 
@@ -429,12 +437,7 @@ def delete_files(found: QueueFiles) -> list[Path]:
     a log left behind never meets a new database at the same path. The lock file stays, as
     engines leave it: removing it would race with a process opening the queue.
     """
-    lock = QueueLock(found.path)
-    try:
-        lock.acquire()
-    except QueueLockedError:
-        raise Locked(found.path, recorded_owner(found.path)) from None
-    try:
+    with holding_lock(found):
         files = list(detect(found.path).files)  # as they are now that nobody has them open
         if found.backend == "dbm.dumb":  # its copy of the index, from its last commit
             files.append(Path(f"{found.path}.bak"))
@@ -445,8 +448,6 @@ def delete_files(found: QueueFiles) -> list[Path]:
                 file.unlink()
                 deleted.append(file)
         return deleted
-    finally:
-        lock.release()
 
 
 # Appending
