@@ -18,12 +18,18 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ...exceptions import QueueCorruptedError
 
-if TYPE_CHECKING:
-    from ..contracts.local import OpenOptions
+
+class AsksOnCorruption(Protocol):
+    """What `damaged` reads of the engine's `OpenOptions` (named so, not imported: the
+    contracts import this module)."""
+
+    @property
+    def on_corruption(self) -> str: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ def backup_problem(path: Path) -> str | None:
 
 
 def damaged(
-    options: OpenOptions,
+    options: AsksOnCorruption,
     *paths: Path,
     recovered: int,
     lost: int | None = None,
