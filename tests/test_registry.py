@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiodiskqueue import engines
@@ -37,3 +39,11 @@ def test_each_local_format_has_one_single_owner_engine() -> None:
         "PickledList",
         "SqliteEngine",
     }
+
+
+def test_the_api_reference_names_every_public_name() -> None:
+    import aiodiskqueue
+
+    api = (Path(__file__).parents[1] / "docs" / "api.rst").read_text()
+    names = [*aiodiskqueue.__all__, *engines.__all__]
+    assert [name for name in names if name not in api] == []
