@@ -45,6 +45,10 @@ OWNER_GRACE = 1.0
 ABANDONED_PATIENCE = 10.0
 """Seconds an opener waits for an engine of this process, dropped without `close()`, to
 release the queue from its thread (it does once its last call ends)."""
+LIVE_GRACE = 0.5
+"""Seconds an opener gives a holder in this process that looks alive to turn out dropped
+(collected, or released by the event loop's pending callbacks) before refusing."""
+_LIVE_GRACE_STEP = 0.02
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +272,7 @@ class _Claim:
         thread: wait for that. One that only a reference cycle keeps is collected first.
         """
         deadline = time.monotonic() + ABANDONED_PATIENCE
-        collected = False
+        grace_over = time.monotonic() + LIVE_GRACE
         while True:
             with _registry_lock:
                 others = [
@@ -286,9 +290,11 @@ class _Claim:
                     self.released.clear()
                     return
             live = [c for c in others if not c.abandoned and c.holder() is not None]
-            if live and not collected:
-                gc.collect()  # the holder may be garbage in a reference cycle
-                collected = True
+            if live and time.monotonic() < grace_over:
+                # The holder may be garbage in a reference cycle, or kept a moment longer by
+                # a callback that the event loop (free: this runs in a thread) has yet to run.
+                gc.collect()
+                live[0].released.wait(_LIVE_GRACE_STEP)
                 continue
             if live:
                 raise locked(live[0])
