@@ -68,21 +68,28 @@ class Acknowledgements:
     def delivered(self, key: int, *, claim: bool) -> Receipt:
         """Record that the item stored under `key` was handed out; return its receipt.
 
-        With `claim`, the calling task's context holds a claim to it, for `finish()`.
+        With `claim`, the calling task's context holds a claim to it, for `finish()`. Without
+        tracking nothing is kept: the item left storage when it was got, so that memory does
+        not grow with the items got.
         """
         receipt = Receipt(self._owner, key)
-        self._unproven[key] = receipt
-        if claim and self._tracking:
-            _claims.set((*_claims.get(), receipt))
+        if self._tracking:
+            self._unproven[key] = receipt
+            if claim:
+                _claims.set((*_claims.get(), receipt))
         return receipt
 
     def finish(self, receipt: Receipt | None) -> list[int]:
-        """Record one `task_done()`; return the keys of the items now proven done.
+        """Record one `task_done()`; return the keys of the items now proven done (without
+        tracking, none: they left storage when they were got).
 
         Raises `ValueError` for a receipt of another queue or one already finished.
         """
         if receipt is not None:
             self._check(receipt)
+            if not self._tracking:
+                receipt._done = True
+                return []
             return self._prove([receipt._key])
         if not self._tracking:
             return []
@@ -100,7 +107,7 @@ class Acknowledgements:
     def _check(self, receipt: Receipt) -> None:
         if receipt._queue is not self._owner:
             raise ValueError(f"{receipt!r} is a receipt of another queue")
-        if receipt._done or receipt._key not in self._unproven:
+        if receipt._done or (self._tracking and receipt._key not in self._unproven):
             raise ValueError(f"{receipt!r} was already marked done")
 
     def _prove(self, keys: list[int]) -> list[int]:

@@ -207,3 +207,25 @@ def test_a_call_whose_candidates_others_proved_is_dropped() -> None:
     assert acks.finish(receipts[1]) == [1, 2]  # the first call was 2's
     assert acks.finish(receipts[3]) == [3]
     assert list(acks.keys) == []
+
+
+def test_at_most_once_keeps_no_record_of_the_items_it_delivered() -> None:
+    """Memory does not grow with the items got: with at-most-once delivery an item left
+    storage when it was got, and nothing about it need be kept."""
+    acks = Acknowledgements(tracking=False)
+    for key in range(1, 1001):
+        acks.delivered(key, claim=True)
+        assert acks.finish(None) == []
+    receipt = acks.delivered(1001, claim=False)
+    assert acks.finish(receipt) == []
+    assert list(acks.keys) == []
+
+
+def test_at_most_once_refuses_a_receipt_used_twice_or_of_another_queue() -> None:
+    acks = Acknowledgements(tracking=False)
+    receipt = acks.delivered(1, claim=False)
+    acks.finish(receipt)
+    with pytest.raises(ValueError, match="already marked done"):
+        acks.finish(receipt)
+    with pytest.raises(ValueError, match="another queue"):
+        acks.finish(Acknowledgements(tracking=False).delivered(1, claim=False))
