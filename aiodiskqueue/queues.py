@@ -118,7 +118,9 @@ class Queue(Generic[T]):
         the name of its serializer and refuses to be opened with another. `readahead` and
         `readahead_bytes` bound the items from the head of the queue that a local engine's
         queue keeps in memory: at most `readahead` of them (None: no limit), taking at most
-        about `readahead_bytes` of memory (their data, and 64 bytes each).
+        about `readahead_bytes` of memory (their data, and 64 bytes each); an engine that
+        commits in place (`LogEngine`) is read at once as items are taken, and keeps at most
+        1 MiB of them.
         `durability`, `delivery` and `on_corruption`: see `Durability`, `Delivery` and
         `OnCorruption`.
         """
@@ -209,8 +211,9 @@ class Queue(Generic[T]):
         """Return True if no item can be got at once: `get_nowait()` would raise `QueueEmpty`.
 
         That is, the queue holds no item, except after more than `readahead_bytes` of items
-        were taken without yielding to the event loop: the items still stored (which
-        `qsize()` counts) are then being read. On a shared engine: no item as last heard.
+        were taken without yielding to the event loop from an engine that reads in its
+        thread: the items still stored (which `qsize()` counts) are then being read. On a
+        shared engine: no item as last heard.
         """
         return not self._backend.ready()
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import suppress
 from typing import Any, TypeVar
 
-__all__ = ["Completion", "Tasks", "Waiters", "cancel_again", "cancel_at_next_await"]
+__all__ = ["Completion", "Tasks", "Turns", "Waiters", "cancel_again", "cancel_at_next_await"]
 
 R = TypeVar("R")
 
@@ -66,6 +67,36 @@ class Waiters:
             waiter = self._futures.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
+
+
+class Turns:
+    """Shares the event loop among tasks whose calls complete without waiting.
+
+    A queue whose engine commits in place stores a put or a get without yielding to the
+    event loop, so a task putting in a tight loop would keep every other task from running.
+    Once the loop has run nothing else for `after` seconds, each such call yields to it
+    (`due()`, then ``await take()``): the first one, and every other that comes before the
+    loop has come round to it. The clock is read once every `CHECK_EVERY` calls.
+    """
+
+    CHECK_EVERY = 16
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._calls = 0
+        self._turned = time.perf_counter()  # when the loop last came round to a yielded call
+
+    def due(self) -> bool:
+        """True if the caller should yield to the event loop now."""
+        self._calls += 1
+        return (
+            not self._calls % self.CHECK_EVERY and time.perf_counter() - self._turned >= self.after
+        )
+
+    async def take(self) -> None:
+        """Yield to the event loop: return once it has run the callbacks that were ready."""
+        await asyncio.sleep(0)
+        self._turned = time.perf_counter()
 
 
 class Tasks:
@@ -121,10 +152,10 @@ class Tasks:
         await self._finished.wait()
 
     def _update(self) -> None:
-        if self.unfinished <= 0:
-            self._finished.set()
-        else:
+        if max(self.added, self.taken) > self.done:
             self._finished.clear()
+        else:
+            self._finished.set()
 
 
 def cancel_again(task: asyncio.Task[Any]) -> None:

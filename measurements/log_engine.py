@@ -34,6 +34,7 @@ import tables
 import workload
 
 from aiodiskqueue import Queue
+from aiodiskqueue.backends import local
 from aiodiskqueue.engines import DbmEngine, LogEngine, log
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -199,7 +200,7 @@ def busy_loop_stall() -> float:
 
 
 def child(kind: str, items: int, yield_after: float) -> None:
-    log.YIELD_AFTER = yield_after
+    local.YIELD_AFTER = yield_after
     if kind == "million":
         result = asyncio.run(million())
     elif kind == "stall":
@@ -211,7 +212,9 @@ def child(kind: str, items: int, yield_after: float) -> None:
     print(json.dumps(result))
 
 
-def run_child(kind: str, items: int = 0, yield_after: float = log.YIELD_AFTER) -> dict[str, float]:
+def run_child(
+    kind: str, items: int = 0, yield_after: float = local.YIELD_AFTER
+) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", kind, str(items), str(yield_after)]
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=150)
     result: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
@@ -222,7 +225,14 @@ def loop_syscalls(items: int) -> int:
     """System calls made by the event-loop (main) thread of a child running `items` items."""
     with tempfile.TemporaryDirectory() as directory:
         prefix = Path(directory) / "trace"
-        command = [sys.executable, __file__, "--child", "medium", str(items), str(log.YIELD_AFTER)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "medium",
+            str(items),
+            str(local.YIELD_AFTER),
+        ]
         done = subprocess.run(
             ["strace", "-ff", "-o", str(prefix), *command],
             capture_output=True,
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         ("power-loss: LogEngine vs append+fsync", log_fsync, log_fsync / fsync_append, ">= 3")
     )
     # The fairness trade-off: how long the loop may run puts alone, against their rate.
-    for after in (0.0005, log.YIELD_AFTER, 0.004, 1e9):
+    for after in (0.0005, local.YIELD_AFTER, 0.004, 1e9):
         stalled = run_child("stall", 100_000, after)
         rate = run_child("medium", ITEMS, after)["rate"]
         label = "never" if after > 1 else f"after {after * 1000:g} ms"

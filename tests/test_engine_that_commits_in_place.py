@@ -16,6 +16,7 @@ import pytest
 
 from aiodiskqueue import Queue
 from aiodiskqueue.engines import DEFAULT_OPTIONS, OpenOptions, Record, StorageEngine, Stored
+from aiodiskqueue.waiting import Turns
 
 from .helpers import drain
 
@@ -34,6 +35,9 @@ class MemoryLogEngine(StorageEngine):
         return Stored(len(self.records), max(self.records, default=0), dict(options.meta))
 
     async def read(self, after: int, limit: int) -> list[Record]:
+        return self.read_now(after, limit)
+
+    def read_now(self, after: int, limit: int) -> list[Record]:
         keys = sorted(key for key in self.records if key > after)[:limit]
         return [Record(key, self.records[key]) for key in keys]
 
@@ -100,3 +104,42 @@ async def test_at_least_once_items_leave_the_engine_when_done(tmp_path: Path) ->
         assert len(STORES[path]) == 1
         await queue.task_done()
         assert STORES[path] == {}
+
+
+async def test_a_task_putting_in_a_tight_loop_lets_other_tasks_run(tmp_path: Path) -> None:
+    async with await Queue.create(tmp_path / "q", cls_storage_engine=MemoryLogEngine) as queue:
+        other = asyncio.create_task(asyncio.sleep(0))
+        for number in range(100_000):  # at least 10 ms at a tenth of a microsecond per put
+            await queue.put(number)
+            if other.done():
+                break
+        assert other.done()
+        assert number >= Turns.CHECK_EVERY - 1  # a put does not yield for nothing
+
+
+async def test_a_task_getting_in_a_tight_loop_lets_other_tasks_run(tmp_path: Path) -> None:
+    async with await Queue.create(tmp_path / "q", cls_storage_engine=MemoryLogEngine) as queue:
+        for number in range(100_000):
+            queue.put_nowait(number)
+        other = asyncio.create_task(asyncio.sleep(0))
+        for _ in range(100_000):
+            await queue.get()  # never waits: the items are there
+            if other.done():
+                break
+        assert other.done()
+        assert queue.qsize() > 0
+
+
+async def test_items_are_read_ahead_as_they_are_taken_so_that_a_drain_never_waits(
+    tmp_path: Path,
+) -> None:
+    """An engine that reads in place refills the window at once: a queue reopened with
+    more items than the window holds drains with get_nowait(), keeping few in memory."""
+    path = tmp_path / "q"
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        for number in range(20_000):
+            queue.put_nowait(number)
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        assert len(queue._backend._window) < 20_000  # type: ignore[attr-defined]
+        assert [queue.get_nowait() for _ in range(20_000)] == list(range(20_000))
+        assert queue.empty()

@@ -229,18 +229,7 @@ async def test_a_full_disk_fails_the_put_that_cannot_fit_loses_nothing_and_passe
     assert await reopened(path) == []
 
 
-# Fairness and flushes
-
-
-async def test_a_task_putting_in_a_tight_loop_lets_other_tasks_run(path: Path) -> None:
-    async with await Queue.create(path, cls_storage_engine=LogEngine) as queue:
-        other = asyncio.create_task(asyncio.sleep(0))
-        for number in range(10_000):  # at least 10 ms at a microsecond per put
-            await queue.put(number)
-            if other.done():
-                break
-        assert other.done()
-        assert number >= log._CHECK_EVERY - 1  # a put does not wait for nothing
+# Flushes
 
 
 async def test_with_power_loss_durability_puts_made_meanwhile_share_a_flush(

@@ -141,7 +141,15 @@ class Faults:
                     raise OSError("disk full")
                 return commit_now(appends, removals)
 
+            read_now = engine.read_now
+
+            def faulty_read_now(after: int, limit: int) -> list[Record]:
+                if self.reads_fail:
+                    raise OSError("read error")
+                return read_now(after, limit)
+
             engine.commit_now = faulty_commit_now  # type: ignore[method-assign]
+            engine.read_now = faulty_read_now  # type: ignore[method-assign]
         engine.read = faulty_read  # type: ignore[method-assign]
         return engine
 
@@ -308,8 +316,8 @@ async def test_an_item_got_again_after_a_failed_commit_counts_as_a_task_each_tim
 
 async def read_ahead_failure(queue: Queue[Any], faults: Faults) -> None:
     """Take the two items of the window, and let a getter wait for a read-ahead that fails."""
-    assert [queue.get_nowait(), queue.get_nowait()] == [0, 1]
     faults.reads_fail = True
+    assert [queue.get_nowait(), queue.get_nowait()] == [0, 1]
     with pytest.raises(OSError, match="read error"):
         await within(queue.get())
     faults.reads_fail = False

@@ -20,7 +20,14 @@ from .. import dead_letters
 from ..engines import Record, StorageEngine, Stored
 from ..exceptions import QueueEmpty, SerializationError
 from ..serializers import Serializer
-from ..waiting import Completion, Tasks, Waiters, cancel_at_next_await, despite_cancellation
+from ..waiting import (
+    Completion,
+    Tasks,
+    Turns,
+    Waiters,
+    cancel_at_next_await,
+    despite_cancellation,
+)
 from .batch import Batch
 from .window import Window
 
@@ -29,6 +36,14 @@ __all__ = ["LocalBackend"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+YIELD_AFTER = 0.001
+"""With an engine that commits in place, puts and gets yield to the event loop once it has
+run nothing else for this many seconds (see `Turns`): about 50 puts of a small item here."""
+
+IN_PLACE_WINDOW = 2**20
+"""The most bytes of items read ahead from an engine that commits in place: it reads at
+once, on the event loop, each time the window is half empty, so a small window is enough."""
 
 
 class LocalBackend(Generic[T]):
@@ -59,7 +74,13 @@ class LocalBackend(Generic[T]):
         self._tasks = tasks
         self._count = self._stored_count = stored.size  # as callers see it / as stored
         self._last_key = self._stored_last_key = stored.last_key
+        self._in_place = engine.commits_in_place
+        # Changes stored at once, with nothing to wait for: no batch, no future.
+        self._at_once = self._in_place and not fsync
+        if self._in_place:
+            readahead_bytes = min(readahead_bytes, IN_PLACE_WINDOW)
         self._window = Window(readahead, readahead_bytes)
+        self._turns = Turns(YIELD_AFTER)
         # Stored items that read-ahead must pass over: delivered but not yet removed
         # (at-least-once), or given back to the head of the window under a new key.
         self._held: set[int] = set()
@@ -112,8 +133,10 @@ class LocalBackend(Generic[T]):
         the cancellation is delivered at the task's next ``await``.
         """
         record, batch = self._place(data)
+        if batch is self._stored_now and not self._turns.due():
+            return True
         try:
-            await asyncio.shield(batch.done)
+            await self._stored(batch)
         except asyncio.CancelledError:
             if not batch.sent:
                 batch.appends.remove(record)
@@ -130,13 +153,18 @@ class LocalBackend(Generic[T]):
 
     def _place(self, data: bytes) -> tuple[Record, Batch]:
         record = Record(self._last_key + 1, data)
+        if self._at_once:
+            try:
+                self._store_at_once((record,), ())
+            except Exception as exc:
+                return record, self._failed_at_once(exc, puts=1)
         if self._window.end == self._last_key and self._window.has_room():
             self._window.append(record)
             self._getters.wake_one()
         self._last_key = record.key
         self._count += 1
         self._tasks.add()
-        return record, self._change(append=record)
+        return record, self._stored_now if self._at_once else self._change(append=record)
 
     def _unplace(self, record: Record) -> None:
         """Forget an item placed by a put cancelled before its batch was sent."""
@@ -184,10 +212,21 @@ class LocalBackend(Generic[T]):
         item, record = self._take()
         if self._at_least_once:
             return item, record.key
-        self._batch.awaited_gets += 1  # before the change: a commit in place fails at once
-        batch = self._change(removal=record.key)
+        if self._at_once:
+            try:
+                self._store_at_once((), (record.key,))
+            except Exception as exc:
+                self._give_back(record)
+                self._failed_at_once(exc, gets=1)
+                raise
+            if not self._turns.due():
+                return item, record.key
+            batch = self._stored_now
+        else:
+            self._batch.awaited_gets += 1  # before the change: a commit in place fails at once
+            batch = self._change(removal=record.key)
         try:
-            await asyncio.shield(batch.done)
+            await self._stored(batch)
         except asyncio.CancelledError:
             if batch.sent:
                 await despite_cancellation(batch.done)
@@ -200,6 +239,14 @@ class LocalBackend(Generic[T]):
                 self._give_back(record)
             raise
         return item, record.key
+
+    async def _stored(self, batch: Batch) -> None:
+        """Wait until `batch` is stored; after a change stored in place at once, yield to the
+        event loop instead (see `Turns`)."""
+        if batch is self._stored_now:
+            await self._turns.take()
+        else:
+            await asyncio.shield(batch.done)
 
     def _take(self) -> tuple[T, Record]:
         record = self._window.head()
@@ -218,6 +265,8 @@ class LocalBackend(Generic[T]):
         self._putters.wake_one()
         if self._at_least_once:
             self._held.add(record.key)
+        if self._in_place and self._needs_readahead():
+            self._read_now()
         return item, record
 
     def _bury(self, exc: Exception) -> None:
@@ -347,6 +396,26 @@ class LocalBackend(Generic[T]):
         self._committed(batch)
         batch.settle()
 
+    def _store_at_once(self, appends: tuple[Record, ...], removals: tuple[int, ...]) -> None:
+        """Store a put or a get in place, now, with nothing to wait for: the usual change on
+        an engine that commits in place, made with no batch. Raises, having changed nothing,
+        if storing fails."""
+        self.engine.commit_now(appends, removals)
+        if appends:
+            self._stored_last_key = appends[-1].key
+        self._stored_count += len(appends) - len(removals)
+
+    def _failed_at_once(self, exc: Exception, *, puts: int = 0, gets: int = 0) -> Batch:
+        """Log a change that failed to be stored at once (nothing changed); return a batch
+        that failed with `exc`."""
+        logger.error(
+            "storing %d put(s) and %d get(s) in %r failed: %r", puts, gets, self.engine, exc
+        )
+        failed = Batch()
+        failed.sent = True
+        failed.settle(exc)
+        return failed
+
     def _commit_in_place(self) -> Batch:
         """Store the change of the current batch on the event loop, now (`commit_now`).
 
@@ -364,7 +433,9 @@ class LocalBackend(Generic[T]):
             return batch
         self._committed(batch)
         if flushed is None:
-            batch.appends, batch.removals, batch.awaited_gets = [], [], 0
+            batch.appends.clear()
+            batch.removals.clear()
+            batch.awaited_gets = 0
             return self._stored_now
         # Durable against a process crash now; the caller waits for the flush too.
         self._batch = Batch()
@@ -406,6 +477,20 @@ class LocalBackend(Generic[T]):
 
     def _needs_readahead(self) -> bool:
         return self._window.end < self._stored_last_key and self._window.wants_more()
+
+    def _read_now(self) -> None:
+        """Read the next items into the window at once, from an engine that commits in place.
+
+        If that fails, the window is read by the storage task once getters wait, which
+        reports the error to them.
+        """
+        limit = self._window.room_for()
+        try:
+            records = self.engine.read_now(self._window.end, limit)
+        except Exception as exc:
+            logger.debug("reading from %r at once failed: %r", self.engine, exc)
+            return
+        self._window_read(records, limit)
 
     async def _read_ahead(self) -> bool:
         """Read the next items into the window; False if reading failed."""

@@ -64,7 +64,8 @@ class Window:
         self._records.append(record)
         self._bytes += size
         self._item_size = (self._item_size * 7 + size) // 8  # a running average
-        self.end = max(self.end, record.key)
+        if record.key > self.end:
+            self.end = record.key
 
     def appendleft(self, record: Record) -> None:
         self._records.appendleft(record)

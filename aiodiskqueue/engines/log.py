@@ -109,10 +109,6 @@ _POPULATE_WRITE = 23  # MADV_POPULATE_WRITE (Linux 5.14), which Python 3.11's mm
 _POPULATE_CHUNK = 2**20
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
-YIELD_AFTER = 0.001
-"""A commit in place never waits: once the event loop has run nothing else for this many
-seconds, the caller yields to it, so that tasks putting in a tight loop let the others run."""
-_CHECK_EVERY = 16  # commits between looks at the clock
 
 
 class _Segment:
@@ -176,8 +172,6 @@ class LogEngine(ThreadOwningEngine):
         self._next: _Segment | None = None  # prepared by the thread
         self._preparing = False
         self._reader: _Segment | None = None  # where read() last read
-        self._commits = 0
-        self._turned = 0.0  # when the event loop last came round to a yielded caller
         self._flushing = False
         self._flush_waiters: asyncio.Future[None] | None = None
         self._dirty: set[_Segment] = set()
@@ -314,6 +308,9 @@ class LogEngine(ThreadOwningEngine):
     # Reading (on the loop: the records are in memory)
 
     async def read(self, after: int, limit: int) -> list[Record]:
+        return self.read_now(after, limit)
+
+    def read_now(self, after: int, limit: int) -> list[Record]:
         self._running()
         records: list[Record] = []
         for segment in self._segments:
@@ -346,8 +343,11 @@ class LogEngine(ThreadOwningEngine):
     ) -> Awaitable[None] | None:
         if self._thread is None:
             self._running()  # raises
-        if not removals and len(appends) == 1:  # a put: the usual change, made directly
+        if not removals and len(appends) == 1:  # a put or a get: the usual changes, made directly
             self._append(appends[0])
+        elif not appends and len(removals) == 1:
+            if (found := self._find(removals[0])) is not None:
+                self._remove(*found)
         else:
             written: list[tuple[_Segment, int]] = []
             try:
@@ -362,10 +362,7 @@ class LogEngine(ThreadOwningEngine):
                 self._remove(segment, offset)
         if self.options.fsync:
             return self._flush()
-        self._commits += 1
-        if self._commits % _CHECK_EVERY or time.perf_counter() - self._turned < YIELD_AFTER:
-            return None
-        return self._yield()
+        return None
 
     def _append(self, record: Record) -> tuple[_Segment, int]:
         size = _FRAME.size + len(record.data)
@@ -378,7 +375,7 @@ class LogEngine(ThreadOwningEngine):
         assert mm is not None
         mm[offset + _FRAME.size : offset + size] = record.data
         # The header last: a frame torn by a crash fails its checksum.
-        _FRAME.pack_into(mm, offset, len(record.data), checksum(*record), record.key, STORED)
+        _FRAME.pack_into(mm, offset, size - _FRAME.size, checksum(*record), record.key, STORED)
         segment.keys.append(record.key)
         segment.offsets.append(offset)
         segment.live += 1
@@ -474,19 +471,6 @@ class LogEngine(ThreadOwningEngine):
             self._dirty.add(segment)
         if not segment.live and segment is not self._writer:
             self._retire(segment)
-
-    def _yield(self) -> asyncio.Future[None]:
-        """A future that completes at the event loop's next turn, once it has run the
-        callbacks that were ready: every caller after this one yields too, until then."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        loop.call_soon(self._turn, future)
-        return future
-
-    def _turn(self, future: asyncio.Future[None]) -> None:
-        self._turned = time.perf_counter()
-        if not future.done():
-            future.set_result(None)
 
     # Mapping, flushing and deleting (in the thread)
 

@@ -132,13 +132,15 @@ class StorageEngine(abc.ABC):
     Every call may block only in a thread of the engine's own, never on the event loop.
 
     An engine whose commit is a store into memory that outlives the process (a
-    memory-mapped file, say) sets `commits_in_place` and implements `commit_now`: the queue
-    then stores each put and get at once, on the event loop, with no batch and no thread
-    round trip, and never calls `commit()`.
+    memory-mapped file, say) sets `commits_in_place` and implements `commit_now` and
+    `read_now`: the queue then stores each put and get at once, on the event loop, with no
+    batch and no thread round trip, never calls `commit()`, and reads ahead as items are
+    taken, keeping few of them in memory.
     """
 
     commits_in_place = False
-    """True if `commit_now` stores a change on the event loop without blocking."""
+    """True if `commit_now` stores a change, and `read_now` reads, on the event loop without
+    blocking."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_queue_path(path)
@@ -164,11 +166,18 @@ class StorageEngine(abc.ABC):
         """Store a change as `commit()` does, but at once, on the event loop, without blocking.
 
         Only for an engine that sets `commits_in_place`. When it returns, the change survives
-        the process being killed; it returns None, or, where the caller must wait for more
-        (the flush to the disk that `options.fsync` asks for), an awaitable of that, which
-        many changes may share. It raises as `commit()` does, changing nothing.
+        the process being killed. It returns None; with `options.fsync`, an awaitable of the
+        flush to the disk instead, which many changes may share. It raises as `commit()`
+        does, changing nothing.
         """
         raise NotImplementedError(f"{type(self).__name__} does not commit in place")
+
+    def read_now(self, after: int, limit: int) -> list[Record]:
+        """Read as `read()` does, but at once, on the event loop, without blocking.
+
+        Only for an engine that sets `commits_in_place`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not read in place")
 
     @abc.abstractmethod
     async def close(self) -> None:
