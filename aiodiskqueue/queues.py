@@ -251,8 +251,8 @@ class Queue(Generic[T]):
         return self._backend.put_nowait(self._serializer.dumps(item))
 
     def _check_can_put(self) -> None:
-        self._check_open()
-        if self._is_shutdown:
+        if self._closed or self._is_shutdown:
+            self._check_open()
             raise QueueShutDown
 
     # Getting
@@ -306,9 +306,10 @@ class Queue(Generic[T]):
         return item, self._acks.delivered(key, claim=claim)
 
     def _check_can_get(self) -> None:
-        self._check_open()
-        if self._is_shutdown and (self._is_shutdown_immediately or self.qsize() == 0):
-            raise QueueShutDown
+        if self._closed or self._is_shutdown:
+            self._check_open()
+            if self._is_shutdown_immediately or self.qsize() == 0:
+                raise QueueShutDown
 
     # Tasks
 

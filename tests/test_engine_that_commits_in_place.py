@@ -8,6 +8,7 @@ yielding to the event loop, and nothing else of the queue changes.
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Awaitable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,34 @@ async def test_items_are_read_ahead_as_they_are_taken_so_that_a_drain_never_wait
         assert len(queue._backend._window) < 20_000  # type: ignore[attr-defined]
         assert [queue.get_nowait() for _ in range(20_000)] == list(range(20_000))
         assert queue.empty()
+
+
+def always_yielding(queue: Queue[Any]) -> Queue[Any]:
+    queue._backend._turns.due = lambda: True  # type: ignore[attr-defined]
+    return queue
+
+
+async def test_a_put_cancelled_while_it_yields_leaves_the_queue_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        putting = asyncio.create_task(always_yielding(queue).put("item"))
+        await asyncio.sleep(0)  # the put is stored, and yields
+        putting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(putting, 5)
+        assert (queue.qsize(), STORES[path]) == (0, {})
+
+
+async def test_a_get_cancelled_while_it_yields_gives_its_item_back(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    async with await Queue.create(path, cls_storage_engine=MemoryLogEngine) as queue:
+        queue.put_nowait("a")
+        queue.put_nowait("b")
+        getting = asyncio.create_task(always_yielding(queue).get())
+        await asyncio.sleep(0)  # the removal is stored, and the get yields
+        getting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(getting, 5)
+        stored = [pickle.loads(STORES[path][key]) for key in sorted(STORES[path])]
+        assert stored == ["b", "a"]  # stored again, behind the stored items
+        assert [queue.get_nowait(), queue.get_nowait()] == ["a", "b"]

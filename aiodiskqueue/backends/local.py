@@ -509,8 +509,6 @@ class LocalBackend(Generic[T]):
     def _window_read(self, records: list[Record], limit: int) -> None:
         """Add records read from the engine to the window, passing over those in hand."""
         skip = self._held | self._moved
-        for record in records:
-            if record.key not in skip:
-                self._window.append(record)
+        self._window.extend(records if not skip else [r for r in records if r.key not in skip])
         self._window.end = records[-1].key if len(records) == limit else self._stored_last_key
         self._moved = {key for key in self._moved if key > self._window.end}

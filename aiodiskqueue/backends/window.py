@@ -67,6 +67,15 @@ class Window:
         if record.key > self.end:
             self.end = record.key
 
+    def extend(self, records: list[Record]) -> None:
+        """Append records read from storage, in key order."""
+        if records:
+            size = sum(len(record.data) for record in records) + ITEM_OVERHEAD * len(records)
+            self._records.extend(records)
+            self._bytes += size
+            self._item_size = (self._item_size + size // len(records)) // 2
+            self.end = max(self.end, records[-1].key)
+
     def appendleft(self, record: Record) -> None:
         self._records.appendleft(record)
         self._bytes += len(record.data) + ITEM_OVERHEAD

@@ -62,6 +62,7 @@ import bisect
 import functools
 import glob
 import inspect
+import itertools
 import json
 import logging
 import mmap
@@ -318,13 +319,13 @@ class LogEngine(ThreadOwningEngine):
                 continue
             mm = self._mapped(segment)
             self._reader = segment
-            for index in range(bisect.bisect_right(segment.keys, after), len(segment.keys)):
-                offset = segment.offsets[index]
-                if mm[offset + _STATE] == REMOVED:
+            first = bisect.bisect_right(segment.keys, after)
+            for offset in itertools.islice(segment.offsets, first, None):
+                length, _, key, state = _FRAME.unpack_from(mm, offset)
+                if state == REMOVED:
                     continue
-                length = int.from_bytes(mm[offset : offset + 4], "little")
                 start = offset + _FRAME.size
-                records.append(Record(segment.keys[index], mm[start : start + length]))
+                records.append(Record(key, mm[start : start + length]))
                 if len(records) == limit:
                     self._unmap_idle()
                     return records
