@@ -75,8 +75,10 @@ class Turns:
     A queue whose engine commits in place stores a put or a get without yielding to the
     event loop, so a task putting in a tight loop would keep every other task from running.
     Once the loop has run nothing else for `after` seconds, each such call yields to it
-    (`due()`, then ``await take()``): the first one, and every other that comes before the
-    loop has come round to it. The clock is read once every `CHECK_EVERY` calls.
+    (`due()`, then ``await take()``). The time is counted from when the loop came round to
+    the first call that yielded, for every task: however many tasks are busy, the loop runs
+    its other callbacks about every `after` seconds (and `CHECK_EVERY` calls per busy task).
+    The clock is read once every `CHECK_EVERY` calls.
     """
 
     CHECK_EVERY = 16
@@ -84,19 +86,24 @@ class Turns:
     def __init__(self, after: float) -> None:
         self.after = after
         self._calls = 0
-        self._turned = time.perf_counter()  # when the loop last came round to a yielded call
+        self._round = 0  # how often the loop came round to a yielded call
+        self._turned = time.perf_counter()  # when it last did
 
     def due(self) -> bool:
         """True if the caller should yield to the event loop now."""
         self._calls += 1
         return (
-            not self._calls % self.CHECK_EVERY and time.perf_counter() - self._turned >= self.after
+            not self._calls % self.CHECK_EVERY
+            and time.perf_counter() - self._turned >= self.after
         )
 
     async def take(self) -> None:
         """Yield to the event loop: return once it has run the callbacks that were ready."""
+        round_ = self._round
         await asyncio.sleep(0)
-        self._turned = time.perf_counter()
+        if self._round == round_:  # the first call back since the loop came round
+            self._round += 1
+            self._turned = time.perf_counter()
 
 
 class Tasks:
