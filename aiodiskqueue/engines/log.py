@@ -39,14 +39,17 @@ byte that is neither value counts as damage, and its record as stored.
 
 The engine's thread does every system call: it creates the next segment under a temporary
 name, allocates it whole (`os.posix_fallocate`, so that a full disk is an `OSError` there and
-not a ``SIGBUS`` on a store into the mapping), maps it, pre-faults its pages
-(``MADV_POPULATE_WRITE``) and renames it into place before the writer needs it; it flushes the
+not a ``SIGBUS`` on a store into the mapping), maps it with its pages faulted in
+(``MAP_POPULATE``, during which the thread lets go of the GIL) and renames it into place before
+the writer needs it; it flushes the
 mappings for ``durability="power-loss"`` (the puts and gets made meanwhile share one flush);
 it unmaps segments that neither the writer nor the reader is in, and deletes segments whose
-every record is removed. What remains on the event loop: mapping a segment again when the
-reader or a removal comes back to it (one ``mmap`` per segment), the page faults of reading
-it back if the system evicted its pages, and creating a segment itself if the thread has not
-prepared one in time.
+every record is removed. What remains on the event loop: the first store into each page of a
+segment (a minor fault: ``MAP_POPULATE`` maps the pages for reading only; pre-faulting them
+for writing with ``MADV_POPULATE_WRITE`` would hold the GIL, and the event loop, for
+milliseconds), mapping a segment again when the reader or a removal comes back to it (one
+``mmap`` per segment), the page faults of reading it back if the system evicted its pages,
+and creating a segment itself if the thread has not prepared one in time.
 
 Opening reads every segment and checks every frame. A torn frame at the tail of the last
 written segment is a put that never returned: it is wiped without a warning. Anything else
@@ -69,7 +72,6 @@ import mmap
 import os
 import struct
 import sys
-import time
 import weakref
 import zlib
 from array import array
@@ -106,8 +108,6 @@ STORED, REMOVED = 0, 0x52
 _SEGMENT_PREFIX = f"{AUXILIARY_MARKER}seg-"
 """A segment of the queue at ``PATH`` is ``PATH.aiodiskqueue-seg-<number>``: an auxiliary
 file's name, which no queue can have."""
-_POPULATE_WRITE = 23  # MADV_POPULATE_WRITE (Linux 5.14), which Python 3.11's mmap lacks
-_POPULATE_CHUNK = 2**20
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
 
@@ -565,14 +565,13 @@ def _create_segment(path: Path, number: int, size: int, *, fsync: bool, populate
         os.pwrite(descriptor, _segment_header(number, size), 0)
         if fsync:
             os.fsync(descriptor)
-        mm = mmap.mmap(descriptor, size)
+        populated = getattr(mmap, "MAP_POPULATE", 0) if populate else 0
+        mm = mmap.mmap(descriptor, size, flags=mmap.MAP_SHARED | populated)
     except BaseException:
         os.close(descriptor)
         temporary.unlink()
         raise
     os.close(descriptor)
-    if populate:
-        _populate(mm)
     os.replace(temporary, path)
     if fsync:
         fsync_directory(path.parent)
@@ -587,25 +586,6 @@ def _allocate(descriptor: int, size: int) -> None:
     chunk = bytes(2**20)  # without fallocate (macOS), zeros written are blocks allocated
     for offset in range(0, size, len(chunk)):
         os.pwrite(descriptor, chunk[: size - offset], offset)
-
-
-def _populate(mm: mmap.mmap) -> None:
-    """Fault the pages of a new mapping in now, in the thread, rather than on the loop.
-
-    `mmap.madvise` holds the GIL: a chunk at a time, letting the event loop's thread in
-    between, so that it never waits for more than one chunk.
-    """
-    advice = _POPULATE_WRITE if sys.platform.startswith("linux") else None
-    for start in range(0, len(mm), _POPULATE_CHUNK):
-        length = min(_POPULATE_CHUNK, len(mm) - start)
-        if advice is not None:
-            try:
-                mm.madvise(advice, start, length)
-            except OSError:  # a kernel before 5.14
-                advice = None
-        if advice is None and hasattr(mmap, "MADV_WILLNEED"):
-            mm.madvise(mmap.MADV_WILLNEED, start, length)
-        time.sleep(0)  # releases the GIL
 
 
 def _map(path: Path, size: int) -> mmap.mmap:
