@@ -83,19 +83,17 @@ class Turns:
 
     CHECK_EVERY = 16
 
-    def __init__(self, after: float) -> None:
+    def __init__(self, after: float, clock: Callable[[], float] = time.perf_counter) -> None:
         self.after = after
+        self._clock = clock
         self._calls = 0
         self._round = 0  # how often the loop came round to a yielded call
-        self._turned = time.perf_counter()  # when it last did
+        self._turned = clock()  # when it last did
 
     def due(self) -> bool:
         """True if the caller should yield to the event loop now."""
         self._calls += 1
-        return (
-            not self._calls % self.CHECK_EVERY
-            and time.perf_counter() - self._turned >= self.after
-        )
+        return not self._calls % self.CHECK_EVERY and self._clock() - self._turned >= self.after
 
     async def take(self) -> None:
         """Yield to the event loop: return once it has run the callbacks that were ready."""
@@ -103,7 +101,7 @@ class Turns:
         await asyncio.sleep(0)
         if self._round == round_:  # the first call back since the loop came round
             self._round += 1
-            self._turned = time.perf_counter()
+            self._turned = self._clock()
 
 
 class Tasks:
