@@ -190,6 +190,8 @@ class Completion(Awaitable[None]):
         self._done = done
 
     def __await__(self) -> Generator[Any, None, None]:
+        if self._done.done():  # nothing to wait for, nothing to shield
+            return self._done.__await__()
         return asyncio.shield(self._done).__await__()
 
     @classmethod

@@ -147,7 +147,8 @@ async def test_items_are_read_ahead_as_they_are_taken_so_that_a_drain_never_wait
 
 
 def always_yielding(queue: Queue[Any]) -> Queue[Any]:
-    queue._backend._turns.due = lambda: True  # type: ignore[attr-defined]
+    for turns in (queue._backend._put_turns, queue._backend._get_turns):  # type: ignore[attr-defined]
+        turns.due = lambda: True
     return queue
 
 

@@ -80,7 +80,8 @@ class LocalBackend(Generic[T]):
         if self._in_place:
             readahead_bytes = min(readahead_bytes, IN_PLACE_WINDOW)
         self._window = Window(readahead, readahead_bytes)
-        self._turns = Turns(YIELD_AFTER)
+        # Puts and gets take turns apart, so that busy producers leave a consumer its share.
+        self._put_turns, self._get_turns = Turns(YIELD_AFTER), Turns(YIELD_AFTER)
         # Stored items that read-ahead must pass over: delivered but not yet removed
         # (at-least-once), or given back to the head of the window under a new key.
         self._held: set[int] = set()
@@ -133,10 +134,10 @@ class LocalBackend(Generic[T]):
         the cancellation is delivered at the task's next ``await``.
         """
         record, batch = self._place(data)
-        if batch is self._stored_now and not self._turns.due():
+        if batch is self._stored_now and not self._put_turns.due():
             return True
         try:
-            await self._stored(batch)
+            await self._stored(batch, self._put_turns)
         except asyncio.CancelledError:
             if not batch.sent:
                 batch.appends.remove(record)
@@ -219,14 +220,14 @@ class LocalBackend(Generic[T]):
                 self._give_back(record)
                 self._failed_at_once(exc, gets=1)
                 raise
-            if not self._turns.due():
+            if not self._get_turns.due():
                 return item, record.key
             batch = self._stored_now
         else:
             self._batch.awaited_gets += 1  # before the change: a commit in place fails at once
             batch = self._change(removal=record.key)
         try:
-            await self._stored(batch)
+            await self._stored(batch, self._get_turns)
         except asyncio.CancelledError:
             if batch.sent:
                 await despite_cancellation(batch.done)
@@ -240,11 +241,11 @@ class LocalBackend(Generic[T]):
             raise
         return item, record.key
 
-    async def _stored(self, batch: Batch) -> None:
+    async def _stored(self, batch: Batch, turns: Turns) -> None:
         """Wait until `batch` is stored; after a change stored in place at once, yield to the
         event loop instead (see `Turns`)."""
         if batch is self._stored_now:
-            await self._turns.take()
+            await turns.take()
         else:
             await asyncio.shield(batch.done)
 
@@ -332,7 +333,7 @@ class LocalBackend(Generic[T]):
     def finish(self, keys: list[int]) -> Completion:
         """Remove delivered items that are done; return an awaitable of their removal."""
         if not keys:
-            return Completion.at_once()
+            return Completion(self._stored_now.done)
         for key in keys:
             self._held.discard(key)
             self._batch.removals.append(key)
