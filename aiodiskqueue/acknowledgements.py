@@ -123,6 +123,8 @@ class Acknowledgements:
 
     def _deduce(self) -> list[int]:
         """Keys that the waiting anonymous and ambiguous calls prove done."""
+        if not self._ambiguous and not self._anonymous:
+            return []  # no call waits: the usual case, a task_done() that named its item
         unproven = set(self._unproven)
         # A call whose candidates were all proven done by others finished one of them.
         self._ambiguous = [each & unproven for each in self._ambiguous if each & unproven]

@@ -334,6 +334,13 @@ class LocalBackend(Generic[T]):
         """Remove delivered items that are done; return an awaitable of their removal."""
         if not keys:
             return Completion(self._stored_now.done)
+        if self._at_once:
+            try:
+                self._store_at_once((), tuple(keys))
+            except Exception as exc:  # they stay stored, delivered again after a restart
+                return Completion(self._failed_at_once(exc, gets=len(keys)).done)
+            self._held.difference_update(keys)
+            return Completion(self._stored_now.done)
         for key in keys:
             self._held.discard(key)
             self._batch.removals.append(key)
