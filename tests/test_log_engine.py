@@ -265,3 +265,20 @@ async def test_join_returns_once_every_item_is_done_after_a_get_whose_removal_fa
         assert await within(queue.get()) == "a"
         queue.task_done()
         await within(queue.join())
+
+
+async def test_the_next_segment_is_allocated_only_once_the_last_is_seven_eighths_full(
+    path: Path,
+) -> None:
+    """Disk use stays within the records and 2 1/8 segments: the next segment is not
+    allocated ahead while the writer has more than 1/8 of its own left."""
+    item = "x" * 100  # a frame of about 140 bytes: 29 fill a 4 KiB segment
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        for _ in range(20):  # about 2/3 of the first segment
+            await queue.put(item)
+        await settled(queue)
+        assert len(segments(path)) == 1
+        for _ in range(8):  # past 7/8
+            await queue.put(item)
+        await settled(queue)
+        assert len(segments(path)) == 2

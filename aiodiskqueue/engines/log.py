@@ -110,6 +110,10 @@ _SEGMENT_PREFIX = f"{AUXILIARY_MARKER}seg-"
 file's name, which no queue can have."""
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
+_PREPARE_WHEN_LEFT = 8
+"""The thread prepares the next segment once the writer has less than 1/this of its
+segment left: time enough to make it (about 3,000 puts of small items), and little disk
+allocated ahead of the writer."""
 
 
 class _Segment:
@@ -150,9 +154,10 @@ class LogEngine(ThreadOwningEngine):
     A `put()` or `get()` is a store into a mapped file: it completes without waiting for a
     thread, and survives the process being killed once it returns. With
     ``durability="power-loss"``, it waits for the engine's thread to flush the mappings to
-    the disk, one flush for every change made meanwhile. Disk use is what the queue holds
-    plus at most two segments of `segment_size` bytes (the one being written and the next,
-    allocated ahead); a segment is deleted once every record in it is removed.
+    the disk, one flush for every change made meanwhile. Disk use is the queue's records
+    plus at most 2 1/8 segments of `segment_size` bytes: the front of the first segment,
+    whose records were removed (a segment is deleted once all are), the end of the last,
+    not yet written, and the next, allocated ahead once the last is 7/8 full.
 
     Linux is its platform: elsewhere it falls back to writing zeros to allocate a segment,
     and refuses ``durability="power-loss"`` where a flush of a mapping is not a flush to the
@@ -370,7 +375,7 @@ class LogEngine(ThreadOwningEngine):
         segment = self._writer
         if segment is None or segment.end + size > segment.size:
             segment = self._next_segment(size)
-        elif self._next is None and not self._preparing:
+        elif segment.end > segment.size - segment.size // _PREPARE_WHEN_LEFT:
             self._prepare()  # the next segment, before the writer needs it
         mm, offset = segment.mm, segment.end
         assert mm is not None
@@ -420,7 +425,6 @@ class LogEngine(ThreadOwningEngine):
             self._retire(previous)
         elif previous is not None and previous is not self._reader:
             self._unmap(previous)
-        self._prepare()
         return segment
 
     def _prepare(self) -> None:
@@ -444,8 +448,7 @@ class LogEngine(ThreadOwningEngine):
         if self._thread is None:
             _close(segment.mm)  # its file is an empty segment: reopening drops it
         elif self._writer is not None and segment.number < self._writer.number:
-            self._retire(segment)  # the writer made one itself meanwhile: prepare the next
-            self._prepare()
+            self._retire(segment)  # the writer made one itself meanwhile
         else:
             self._next = segment
 
