@@ -181,7 +181,7 @@ class LogEngine(ThreadOwningEngine):
         self._flushing = False
         self._flush_waiters: asyncio.Future[None] | None = None
         self._dirty: set[_Segment] = set()
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self._jobs: set[asyncio.Future[Any]] = set()
         self.segments_made_on_the_loop = 0
         """How often the thread had no segment ready in time (see the measurements)."""
 
@@ -549,11 +549,10 @@ class LogEngine(ThreadOwningEngine):
 
     def _in_thread(
         self, function: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
+    ) -> asyncio.Future[Any]:
         if inspect.ismethod(function):  # a job must not keep a dropped engine alive
             function = _weakly(function)
-        call = self._running().call(functools.partial(function, *args, **kwargs))
-        job = asyncio.get_running_loop().create_task(call)
+        job = self._running().submit(functools.partial(function, *args, **kwargs))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
         return job
