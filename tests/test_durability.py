@@ -1,14 +1,16 @@
 """Durability levels: with fsync a returned commit is on the disk; without, nothing is flushed.
 
 A power cut cannot be staged in a test, so these tests watch what can be seen: each call of
-`os.fsync`, with the file it flushed and what that file held at that moment. A file is on
-the disk when its last flush saw exactly what it holds now, and its name is on the disk
-when the last flush of its directory saw that name lead to it. SQLite flushes from C, out
-of `os.fsync`'s sight: for it, the tests check the setting that makes it flush.
+`os.fsync` (and of `os.fdatasync`, with which LogEngine flushes its segments), with the file
+it flushed and what that file held at that moment. A file is on the disk when its last flush
+saw exactly what it holds now, and its name is on the disk when the last flush of its
+directory saw that name lead to it. SQLite flushes from C, out of `os.fsync`'s sight: for
+it, the tests check the setting that makes it flush.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -20,11 +22,13 @@ import pytest
 from aiodiskqueue import Queue
 from aiodiskqueue.engines import (
     DbmEngine,
+    LogEngine,
     OpenOptions,
     PickledList,
     Record,
     SqliteEngine,
     StorageEngine,
+    log,
 )
 
 FSYNC = OpenOptions(fsync=True)
@@ -212,4 +216,35 @@ async def test_a_put_with_power_loss_durability_is_on_the_disk_when_it_returns(
     assert all(spy.on_disk(Path(f"{path}{suffix}")) for suffix in suffixes)
     assert await queue.get() == "kept"
     assert all(spy.on_disk(Path(f"{path}{suffix}")) for suffix in suffixes)
+    await queue.close()
+
+
+async def test_log_engine_puts_and_gets_with_power_loss_durability_are_on_the_disk_when_they_return(
+    path: Path, spy: FsyncSpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "fdatasync", FsyncSpy(os.fdatasync, spy.flushes))
+    small = functools.partial(LogEngine, segment_size=4096)  # a dozen items a segment
+    queue: Queue[str] = await Queue.create(path, cls_storage_engine=small, durability="power-loss")
+    written: set[Path] = set()
+
+    def check() -> None:
+        # Every segment with records in it, as it is now; the others (deleted, every
+        # record removed) gone from the directory. A segment prepared ahead holds none.
+        segments = {
+            segment for _, segment in log.segment_files(path) if any(segment.read_bytes()[32:])
+        }
+        written.update(segments)
+        assert all(spy.on_disk(segment) for segment in segments)
+        listed = spy.last_seen(path.parent)
+        assert isinstance(listed, dict)
+        assert not any(segment.name in listed for segment in written - segments)
+
+    items = [f"item {n:02d} " + "x" * 300 for n in range(40)]
+    for item in items:
+        await queue.put(item)
+        check()
+    for item in items:
+        assert await queue.get() == item
+        check()
+    assert len(written) >= 3
     await queue.close()

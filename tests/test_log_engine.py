@@ -8,6 +8,7 @@ disk, fairness and flushes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -236,14 +237,39 @@ async def test_with_power_loss_durability_puts_made_meanwhile_share_a_flush(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushes = []
-    flush_all = log._flush_all
-    monkeypatch.setattr(log, "_flush_all", lambda maps: (flushes.append(1), flush_all(maps)))
+    flush = log._SegmentFiles.flush
+    monkeypatch.setattr(
+        log._SegmentFiles, "flush", lambda files, paths: (flushes.append(1), flush(files, paths))
+    )
     async with await Queue.create(
         path, cls_storage_engine=LogEngine, durability="power-loss"
     ) as queue:
         await within(asyncio.gather(*(queue.put(n) for n in range(100))))
         assert 1 <= len(flushes) <= 2
         assert queue.qsize() == 100
+
+
+def segments_held_open(path: Path) -> list[str]:
+    """The segment files of the queue at `path` that this process has open (Linux)."""
+    targets = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the descriptor listing the folder
+            targets.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+    return [target for target in targets if target.startswith(f"{path}{log._SEGMENT_PREFIX}")]
+
+
+async def test_with_power_loss_durability_no_segment_is_held_open_once_deleted_or_closed(
+    path: Path,
+) -> None:
+    async with await Queue.create(path, cls_storage_engine=Small, durability="power-loss") as queue:
+        for item in ITEMS * 2:
+            await queue.put(item)
+            await queue.get()
+        await settled(queue)
+        held = segments_held_open(path)
+        assert held
+        assert not [target for target in held if target.endswith(" (deleted)")]
+    assert segments_held_open(path) == []
 
 
 async def test_a_segment_too_small_is_refused(path: Path) -> None:

@@ -181,7 +181,8 @@ class LogEngine(ThreadOwningEngine):
         self._flushing = False
         self._flush_waiters: asyncio.Future[None] | None = None
         self._dirty: set[_Segment] = set()
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self._files = _SegmentFiles()
+        self._jobs: set[asyncio.Future[Any]] = set()
         self.segments_made_on_the_loop = 0
         """How often the thread had no segment ready in time (see the measurements)."""
 
@@ -300,10 +301,13 @@ class LogEngine(ThreadOwningEngine):
 
     def blocking_close(self) -> None:
         for segment in self._segments:
-            _close(segment.mm, segment.path if self.options.fsync else None)
-            segment.mm = None
+            if segment.mm is not None:
+                self._files.unmap(segment.path, segment.mm, flush=self.options.fsync)
+                segment.mm = None
         if self._next is not None:
-            _close(self._next.mm)
+            assert self._next.mm is not None
+            self._next.mm.close()
+        self._files.close()
         self._segments, self._writer, self._next, self._reader = [], None, None, None
 
     async def close(self) -> None:
@@ -446,7 +450,8 @@ class LogEngine(ThreadOwningEngine):
             return
         segment = done.result()
         if self._thread is None:
-            _close(segment.mm)  # its file is an empty segment: reopening drops it
+            assert segment.mm is not None
+            segment.mm.close()  # its file is an empty segment: reopening drops it
         elif self._writer is not None and segment.number < self._writer.number:
             self._retire(segment)  # the writer made one itself meanwhile
         else:
@@ -486,7 +491,8 @@ class LogEngine(ThreadOwningEngine):
     def _unmap(self, segment: _Segment) -> None:
         mm, segment.mm = segment.mm, None
         if mm is not None:
-            self._in_thread(_close, mm, segment.path if self.options.fsync else None)
+            self._dirty.discard(segment)  # flushed by its unmapping, before any later flush
+            self._in_thread(self._files.unmap, segment.path, mm, flush=self.options.fsync)
 
     def _unmap_idle(self) -> None:
         """Unmap the segments that neither the writer nor the reader is in."""
@@ -502,7 +508,7 @@ class LogEngine(ThreadOwningEngine):
         if self._reader is segment:
             self._reader = None
         mm, segment.mm = segment.mm, None
-        self._in_thread(_delete, segment.path, mm, fsync=self.options.fsync)
+        self._in_thread(self._files.delete, segment.path, mm, fsync=self.options.fsync)
 
     def _flush(self) -> asyncio.Future[None]:
         """Return a future of a flush of every change made so far, shared with the others."""
@@ -533,15 +539,14 @@ class LogEngine(ThreadOwningEngine):
                     waiters.set_exception(done.exception())  # type: ignore[arg-type]
             self._start_flush()  # the changes made during this flush
 
-        self._in_thread(_flush_all, paths).add_done_callback(flushed)
+        self._in_thread(self._files.flush, paths).add_done_callback(flushed)
 
     def _in_thread(
         self, function: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
+    ) -> asyncio.Future[Any]:
         if inspect.ismethod(function):  # a job must not keep a dropped engine alive
             function = _weakly(function)
-        call = self._running().call(functools.partial(function, *args, **kwargs))
-        job = asyncio.get_running_loop().create_task(call)
+        job = self._running().submit(functools.partial(function, *args, **kwargs))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
         return job
@@ -599,32 +604,52 @@ def _map(path: Path, size: int) -> mmap.mmap:
         os.close(descriptor)
 
 
-def _close(mm: mmap.mmap | None, flush: Path | None = None) -> None:
-    """Unmap `mm`, after flushing the segment file `flush` to the disk if given."""
-    if mm is not None:
-        if flush is not None:
-            _flush_all([flush])
+class _SegmentFiles:
+    """Flushes, unmaps and deletes segment files: in the engine's thread, which alone uses it.
+
+    A segment file flushed once stays open until it is unmapped or deleted, so that a flush
+    is one system call, not three. `os.fdatasync` writes back the pages that the mappings
+    dirtied and, unlike `mmap.flush`, lets go of the GIL while it waits.
+    """
+
+    def __init__(self) -> None:
+        self._descriptors: dict[Path, int] = {}
+
+    def flush(self, paths: list[Path]) -> None:
+        """Flush the segment files `paths` to the disk (skipping those deleted)."""
+        for path in paths:
+            descriptor = self._descriptors.get(path)
+            if descriptor is None:
+                try:
+                    descriptor = self._descriptors[path] = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:  # deleted, every record in it removed
+                    continue
+            os.fdatasync(descriptor)  # the size never changes: the data is enough
+
+    def unmap(self, path: Path, mm: mmap.mmap, *, flush: bool) -> None:
+        """Unmap a segment, after flushing its file to the disk if `flush`."""
+        if flush:
+            self.flush([path])
+        self._forget(path)
         mm.close()
 
+    def delete(self, path: Path, mm: mmap.mmap | None, *, fsync: bool) -> None:
+        """Delete a segment file (unmapping it first), and with `fsync` its directory entry."""
+        if mm is not None:
+            self.unmap(path, mm, flush=fsync)
+        self._forget(path)
+        path.unlink(missing_ok=True)
+        if fsync:
+            fsync_directory(path.parent)
 
-def _delete(path: Path, mm: mmap.mmap | None, *, fsync: bool) -> None:
-    _close(mm, path if fsync else None)
-    path.unlink(missing_ok=True)
-    if fsync:
-        fsync_directory(path.parent)
+    def close(self) -> None:
+        """Close every file kept open."""
+        for path in list(self._descriptors):
+            self._forget(path)
 
-
-def _flush_all(paths: list[Path]) -> None:
-    """Flush segment files to the disk: `fsync` writes back the pages their mappings
-    dirtied, and, unlike `mmap.flush`, lets go of the GIL while it waits."""
-    for path in paths:
-        try:
-            descriptor = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # deleted, every record in it removed
-            continue
-        try:
-            os.fdatasync(descriptor)  # the size never changes: the data is enough
-        finally:
+    def _forget(self, path: Path) -> None:
+        descriptor = self._descriptors.pop(path, None)
+        if descriptor is not None:
             os.close(descriptor)
 
 
