@@ -1,10 +1,10 @@
 """Damage anywhere in a queue's files is reported, never silent, never a raw exception.
 
-For each local format (every dbm backend this Python has, PickledList, the SQLite format),
-a queue of known items, with some removed, is written and closed. Then, one trial at a
-time, one bit is flipped at a stride of offsets across every one of its files, or a file is
-cut short at several lengths, and the queue is opened again through the engine API, with
-each `on_corruption`. Whatever the damage:
+For each local format (every dbm backend this Python has, PickledList, the SQLite format,
+LogEngine's), a queue of known items, with some removed, is written and closed. Then, one
+trial at a time, one bit is flipped at a stride of offsets across every one of its files,
+or a file is cut short at several lengths, and the queue is opened again through the engine
+API, with each `on_corruption`. Whatever the damage:
 
 - no item comes back damaged: each one read is one that was put, unchanged, in key order;
 - no item is lost silently: opening returns every stored item and nothing else, or a
@@ -12,8 +12,10 @@ each `on_corruption`. Whatever the damage:
   changes no file);
 - nothing else is raised.
 
-An emptied file at the queue's path is the exception: an empty file there is a new queue
-(what ``tempfile.mkstemp()`` leaves), so it opens empty, without a warning.
+There are two exceptions. An emptied file at the queue's path, where the queue has no other
+file, is a new queue (what ``tempfile.mkstemp()`` leaves), so it opens empty, without a
+warning. And LogEngine's last put, damaged, is one that a crash tore (see
+`aiodiskqueue.engines.log`): it is dropped without a warning.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pytest
 from aiodiskqueue import QueueCorruptedError
 from aiodiskqueue.engines import (
     DbmEngine,
+    LogEngine,
     OpenOptions,
     PickledList,
     Record,
@@ -52,14 +55,18 @@ ENGINES: dict[str, Callable[[Path], StorageEngine]] = {
     },
     "PickledList": PickledList,
     "SqliteEngine": SqliteEngine,
+    # Small segments, so that the items span several, the last of them partly filled.
+    "LogEngine": functools.partial(LogEngine, segment_size=4096),
 }
 
 
 def item(key: int) -> Record:
-    return Record(key, (b"%d:" % key) * (5 + key % 23))
+    # About 11 kB in all: LogEngine's smallest segments hold 4 kB, and here several.
+    return Record(key, (b"%d:" % key) * (5 + key % 23) * 3)
 
 
 PUT = {record.key: record for record in map(item, range(1, 62))}
+TORN_TAIL = {"LogEngine"}  # engines whose last put, damaged, is taken for a torn one
 REMOVED = [*range(1, 7), 20, 33, 34, 47, 55]  # the head, and some out of order
 
 
@@ -155,11 +162,12 @@ async def test_damage_anywhere_is_reported_and_never_returns_a_damaged_item(
             trials += 1
             damaged = bytearray(content)
             damage(damaged)
-            new_queue = name == path.name and not damaged
+            new_queue = name == path.name and not damaged and len(healthy) == 1
+            torn = engine in TORN_TAIL and PUT[61].data in content
             for mode in MODES:
                 restore(directory, {**healthy, name: bytes(damaged)})
                 caplog.clear()
-                problem = await trial(make, path, mode, stored, new_queue, caplog)
+                problem = await trial(make, path, mode, stored, new_queue, torn, caplog)
                 if problem is not None:
                     failures.append(f"{description}, {mode}: {problem}")
     assert trials >= 40
@@ -174,6 +182,7 @@ async def trial(
     mode: Literal["raise", "recover"],
     stored: list[Record],
     new_queue: bool,
+    torn: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> str | None:
     """Open the damaged queue; return what went wrong, or None."""
@@ -194,6 +203,8 @@ async def trial(
     warned = bool(warnings)
     if new_queue:
         return None if records == [] and not warned else f"not a new queue: {len(records)}"
+    if torn and records == stored[:-1] and not warned:
+        return None
     if any(PUT.get(record.key) != record for record in records):
         return "a damaged item was returned"
     if [record.key for record in records] != sorted({record.key for record in records}):

@@ -194,8 +194,9 @@ class LogEngine(ThreadOwningEngine):
                 "LogEngine cannot flush a memory mapping to the disk on macOS "
                 '(durability="power-loss"): use DbmEngine there'
             )
-        meta = self._open_header()
-        problems, recovered = [], 0
+        meta, header_problem = self._open_header()
+        problems = [header_problem] if header_problem else []
+        recovered = 0
         damaged: list[_Segment] = []
         torn: list[_Segment] = []
         paths = self._segment_paths()
@@ -221,10 +222,14 @@ class LogEngine(ThreadOwningEngine):
         if problems:
             recovery.damaged(
                 self.options,
+                *([self.path] if header_problem else []),
                 *(segment.path for segment in damaged),
                 recovered=recovered,
+                lost=None if damaged else 0,  # a damaged header loses the meta, no record
                 problem="; ".join(problems),
             )
+            if header_problem:
+                write_atomically(self.path, _dump_header(meta), fsync=self.options.fsync)
             for segment in damaged:
                 self._rewrite(segment)
         for segment in torn:  # a put that never returned: nothing lost
@@ -246,7 +251,12 @@ class LogEngine(ThreadOwningEngine):
         logger.debug("opened %s: %d record(s) in %d segment(s)", self.path, size, len(paths))
         return Stored(size=size, last_key=last_key, meta=meta)
 
-    def _open_header(self) -> dict[str, str]:
+    def _open_header(self) -> tuple[dict[str, str], str | None]:
+        """Return the queue's meta and what is wrong with its header file (None if nothing).
+
+        A new queue's header is written here; a damaged one is written again, with the
+        meta that `open()` was given, once the damage is dealt with (see `recovery`).
+        """
         try:
             content = self.path.read_bytes()
         except FileNotFoundError:
@@ -254,18 +264,13 @@ class LogEngine(ThreadOwningEngine):
         if content == b"" and not self._segment_paths():
             content = None  # an empty file and no segment: a new queue (as mkstemp() leaves)
         meta = None if content is None else _load_header(content)
-        if meta is None:
-            if content is not None:
-                recovery.damaged(
-                    self.options,
-                    self.path,
-                    recovered=0,
-                    lost=0,
-                    problem="its header is damaged (the meta is lost)",
-                )
-            meta = dict(self.options.meta)
-            write_atomically(self.path, _dump_header(meta), fsync=self.options.fsync)
-        return meta
+        if meta is not None:
+            return meta, None
+        meta = dict(self.options.meta)
+        if content is not None:
+            return meta, f"{self.path.name}: its header is damaged (the meta is lost)"
+        write_atomically(self.path, _dump_header(meta), fsync=self.options.fsync)
+        return meta, None
 
     def _segment_paths(self) -> list[tuple[int, Path]]:
         return segment_files(self.path)
