@@ -161,6 +161,28 @@ async def test_a_damaged_segment_keeps_the_intact_records_of_the_others_with_a_w
     assert backup.read_bytes() == bytes(data)
 
 
+async def test_bytes_after_the_last_frame_too_few_for_a_frame_are_damage(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Small(path)
+    await engine.open()
+    # The first segment's one frame ends 5 bytes before its end; the next goes on.
+    await engine.commit([Record(1, b"a" * (SEGMENT - 32 - 20 - 5))], [])
+    await engine.commit([Record(2, b"b" * 100)], [])
+    await engine.close()
+    first = segments(path)[0]
+    with first.open("r+b") as file:
+        file.seek(SEGMENT - 5)
+        file.write(b"\x01" * 5)
+    engine = Small(path)
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        await engine.open()
+    assert [record.key for record in await engine.read(0, 10)] == [1, 2]
+    await engine.close()
+    (warning,) = warnings_of(caplog)
+    assert "bytes after the last record" in warning
+
+
 @pytest.mark.parametrize("size", [0, 10, 1000])
 async def test_a_segment_cut_short_is_reported_and_the_others_kept(
     path: Path, size: int, caplog: pytest.LogCaptureFixture
