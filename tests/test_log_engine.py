@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import stat
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,122 @@ async def test_a_damaged_header_file_is_replaced_with_a_warning_and_no_item_lost
         assert await reopened(path) == ITEMS
     (warning,) = warnings_of(caplog)
     assert f"{len(ITEMS)} item(s) recovered, 0 lost" in warning
+
+
+# Summaries (format version 2)
+
+
+def segment_size(segment: Path) -> int:
+    """The size in a segment's header: its bytes before its summary."""
+    return int.from_bytes(segment.read_bytes()[16:24], "little")
+
+
+def strip_summaries(path: Path) -> None:
+    for segment in segments(path):
+        os.truncate(segment, segment_size(segment))
+
+
+def as_version_1(path: Path) -> None:
+    """Make the closed queue at `path` one that aiodiskqueue 0.3.0 wrote: a segment's bytes
+    are the same, there are no summaries, and the header says version 1."""
+    strip_summaries(path)
+    header = bytearray(path.read_bytes())
+    header[4:8] = (1).to_bytes(4, "little")
+    header[-4:] = zlib.crc32(header[:-4]).to_bytes(4, "little")
+    path.write_bytes(bytes(header))
+
+
+def snapshot(path: Path, into: Path) -> Path:
+    """Copy the queue's files, as a process killed now would leave them; return the path
+    of the copy."""
+    into.mkdir()
+    for file in path.parent.iterdir():
+        if file.name.startswith(path.name) and not file.name.endswith("-lock"):
+            (into / file.name).write_bytes(file.read_bytes())
+    return into / path.name
+
+
+async def test_a_queue_closed_cleanly_opens_without_checking_each_frame(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await filled(path, ITEMS)
+    assert all(segment.stat().st_size > segment_size(segment) for segment in segments(path)[:-1])
+    checked = []
+    scan = log._scan
+
+    def checking_each_frame(*args: Any) -> Any:
+        checked.append(scan(*args))
+        return checked[-1]
+
+    monkeypatch.setattr(log, "_scan", checking_each_frame)
+    assert await reopened(path) == ITEMS
+    assert not any(found.keys for found in checked)  # only the empty segment made ready
+
+
+async def test_a_summary_says_what_checking_each_frame_finds(path: Path) -> None:
+    engine = Small(path)
+    await engine.open()
+    await engine.commit([Record(key, bytes([key]) * 300) for key in range(1, 41)], [])
+    await engine.commit([], [1, 2, 17, 30, 31, 40])
+    await engine.close()
+
+    async def opened() -> tuple[Any, list[Record]]:
+        engine = Small(path)
+        stored = await engine.open()
+        records = await engine.read(0, 100)
+        await engine.close()
+        return stored, records
+
+    summarized = await opened()
+    strip_summaries(path)
+    assert await opened() == summarized
+
+
+async def test_changes_made_after_a_summary_was_written_are_found_after_a_kill(
+    path: Path, tmp_path: Path
+) -> None:
+    await filled(path, ITEMS)
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        for item in ["after 1", "after 2"]:
+            await queue.put(item)  # into the last segment, whose summary the close wrote
+        assert await queue.get() == ITEMS[0]  # a frame of the first, removed
+        killed = snapshot(path, tmp_path / "killed")
+    assert await reopened(killed) == [*ITEMS[1:], "after 1", "after 2"]
+
+
+async def test_a_damaged_summary_is_passed_over_without_a_warning(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS)
+    first = segments(path)[0]
+    data = bytearray(first.read_bytes())
+    data[segment_size(first) + 40] ^= 0x01  # a key in the summary's table
+    first.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await reopened(path) == ITEMS
+    assert not warnings_of(caplog)
+
+
+async def test_a_queue_of_version_1_opens_as_before_and_becomes_one_of_version_2(
+    path: Path,
+) -> None:
+    await filled(path, ITEMS)
+    as_version_1(path)
+    assert await reopened(path) == ITEMS
+    assert path.read_bytes()[4:8] == (2).to_bytes(4, "little")
+
+
+async def test_in_a_queue_of_version_1_bytes_after_a_segment_are_damage(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await filled(path, ITEMS)
+    as_version_1(path)
+    with segments(path)[0].open("ab") as file:
+        file.write(b"after")
+    with caplog.at_level(logging.WARNING, logger="aiodiskqueue"):
+        assert await reopened(path) == ITEMS
+    (warning,) = warnings_of(caplog)
+    assert "its header is damaged, or the file is empty or cut short" in warning
 
 
 # A full disk

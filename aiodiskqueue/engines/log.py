@@ -1,11 +1,11 @@
 """LogEngine: the queue in memory-mapped, pre-allocated log segments, committed in place.
 
-Files (format version 1), for a queue at ``PATH``:
+Files (format version 2), for a queue at ``PATH``:
 
 - ``PATH``, the queue's header, written once when the queue is created::
 
       magic      4 bytes: b"AQLG"
-      version    4 bytes, little-endian: 1
+      version    4 bytes, little-endian: 2
       meta size  4 bytes, little-endian
       meta       meta size bytes: the queue's meta, as a JSON object
       checksum   4 bytes, little-endian: CRC-32 of everything above
@@ -16,16 +16,40 @@ Files (format version 1), for a queue at ``PATH``:
       magic      4 bytes: b"AQLS"
       version    4 bytes, little-endian: 1
       number     8 bytes, little-endian: the number in its name
-      size       8 bytes, little-endian: the size of the file
+      size       8 bytes, little-endian: the size of the segment
       checksum   4 bytes, little-endian: CRC-32 of the 24 bytes above
       (4 zero bytes)
       frames     from offset 32 on, one after the other, keys increasing; zeros after the last
+      summary    after the segment's size bytes, if it has one (below)
 
   A frame is a record: ``length`` (4 bytes), ``checksum`` (4 bytes, CRC-32 of the key's 8
   bytes and the data, as in `framing`), ``key`` (8 bytes), ``state`` (1 byte: 0 stored,
   ``0x52`` removed), 3 zero bytes, then ``length`` bytes of data. A record that does not
   fit in what is left of a segment goes to the front of the next; keys increase from each
   segment to the next.
+
+  A segment's summary says what its frames are, so that opening need not check each one::
+
+      magic      4 bytes: b"AQLI"
+      frames     8 bytes, little-endian: how many
+      live       8 bytes, little-endian: how many of them are stored, not removed
+      end        8 bytes, little-endian: the offset just past the last
+      segment    4 bytes, little-endian: CRC-32 of the segment's size bytes
+      keys       frames times 8 bytes, little-endian: the frames' keys, in order
+      offsets    frames times 8 bytes, little-endian: where they begin
+      checksum   4 bytes, little-endian: CRC-32 of the summary's bytes above
+
+  The engine's thread writes it when the queue is closed, for each segment that changed
+  since its summary was written (or has none). It holds while the segment's bytes are
+  the ones it was written for: a frame written or removed since, or damage anywhere in the
+  segment, fails its ``segment`` checksum, and a summary torn by a crash or damaged fails
+  its own; either way, opening checks every frame, as without one. It costs 16 bytes of
+  disk per record.
+
+Version 1 (aiodiskqueue 0.3.0) had no summaries, and its header says version 1: a segment's
+file is exactly its size bytes, and any more is damage. Opening such a queue reads it so,
+then makes it one of version 2 by writing its header again (segments keep their version,
+1, as their bytes are laid out as before); an older aiodiskqueue refuses version 2.
 
 A put writes its frame into the mapped segment, data first and header last, so that a
 process killed in the middle leaves a frame whose checksum fails, at the tail. A removal
@@ -51,11 +75,12 @@ milliseconds), mapping a segment again when the reader or a removal comes back t
 ``mmap`` per segment), the page faults of reading it back if the system evicted its pages,
 and creating a segment itself if the thread has not prepared one in time.
 
-Opening reads every segment and checks every frame. A torn frame at the tail of the last
-written segment is a put that never returned: it is wiped without a warning. Anything else
-that does not read back (a truncated, overwritten or empty segment file, a damaged header)
-goes through `recovery.damaged`: a backup and one warning, after which the intact frames
-are written again to a segment of their own, or `QueueCorruptedError`.
+Opening reads every segment, and checks every frame of each one without a summary that
+holds. A torn frame at the tail of the last written segment is a put that never returned:
+it is wiped without a warning. Anything else that does not read back (a truncated,
+overwritten or empty segment file, a damaged header) goes through `recovery.damaged`: a
+backup and one warning, after which the intact frames are written again to a segment of
+their own, or `QueueCorruptedError`.
 """
 
 from __future__ import annotations
@@ -97,10 +122,14 @@ logger = logging.getLogger(__name__)
 
 _MAGIC = LOG_SIGNATURE
 SEGMENT_MAGIC = b"AQLS"
-_VERSION = 1
+_VERSION = 2
+"""The format's version, in the queue's header: 2 added the segments' summaries."""
 _HEADER = struct.Struct("<4sII")  # magic, version, meta size
 _CRC = struct.Struct("<I")
 _SEGMENT_HEADER = struct.Struct("<4sIQQ")  # magic, version, number, size
+_SEGMENT_VERSION = 1  # of a segment's own bytes, which version 2 left as they were
+_SUMMARY = struct.Struct("<4sQQQI")  # magic, frames, live, end, the segment's checksum
+SUMMARY_MAGIC = b"AQLI"
 _FIRST_FRAME = 32
 _FRAME = struct.Struct("<IIQB3x")  # length, checksum, key, state
 _STATE = 16  # offset of the state byte in a frame
@@ -119,7 +148,7 @@ allocated ahead of the writer."""
 class _Segment:
     """One segment file: its mapping (None while unmapped) and where its frames are."""
 
-    __slots__ = ("end", "keys", "live", "mm", "number", "offsets", "path", "size")
+    __slots__ = ("end", "keys", "live", "mm", "number", "offsets", "path", "size", "summarized")
 
     def __init__(self, path: Path, number: int, size: int, mm: mmap.mmap | None) -> None:
         self.path, self.number, self.size, self.mm = path, number, size, mm
@@ -127,6 +156,15 @@ class _Segment:
         self.offsets: array[int] = array("Q")
         self.live = 0  # frames not removed
         self.end = _FIRST_FRAME  # where the next frame goes
+        self.summarized: int | None = None
+        """`live` as its file's summary records it; None if it has no summary, or frames
+        may have been written since (removals only lower `live`)."""
+
+
+class _Header(NamedTuple):
+    meta: dict[str, str]
+    version: int  # of the queue's files, as opening found them
+    problem: str | None  # what is wrong with the header file
 
 
 class _Scanned(NamedTuple):
@@ -136,6 +174,7 @@ class _Scanned(NamedTuple):
     end: int  # just past the last intact frame
     tail: bool  # bytes after `end` that are no intact frame
     skipped: bool  # damage before an intact frame
+    from_summary: bool = False  # read from the segment's summary, not frame by frame
 
 
 def segment_files(queue_path: Path) -> list[tuple[int, Path]]:
@@ -157,7 +196,8 @@ class LogEngine(ThreadOwningEngine):
     the disk, one flush for every change made meanwhile. Disk use is the queue's records
     plus at most 2 1/8 segments of `segment_size` bytes: the front of the first segment,
     whose records were removed (a segment is deleted once all are), the end of the last,
-    not yet written, and the next, allocated ahead once the last is 7/8 full.
+    not yet written, and the next, allocated ahead once the last is 7/8 full; and, once it
+    is closed, 16 bytes per record for the summaries that make opening it again quick.
 
     Linux is its platform: elsewhere it falls back to writing zeros to allocate a segment,
     and refuses ``durability="power-loss"`` where a flush of a mapping is not a flush to the
@@ -194,13 +234,14 @@ class LogEngine(ThreadOwningEngine):
                 "LogEngine cannot flush a memory mapping to the disk on macOS "
                 '(durability="power-loss"): use DbmEngine there'
             )
-        meta, header_problem = self._open_header()
-        problems = [header_problem] if header_problem else []
+        header = self._open_header()
+        problems = [header.problem] if header.problem else []
         recovered = 0
         damaged: list[_Segment] = []
         torn: list[_Segment] = []
         paths = self._segment_paths()
-        scans = [(number, path, _read_segment(path, number)) for number, path in paths]
+        summaries = header.version >= 2
+        scans = [(n, path, _read_segment(path, n, summaries=summaries)) for n, path in paths]
         last_with_frames = max(
             (i for i, (_, _, (_, scan)) in enumerate(scans) if scan.keys), default=-1
         )
@@ -208,6 +249,7 @@ class LogEngine(ThreadOwningEngine):
         for i, (number, path, (size, scan)) in enumerate(scans):
             segment = _Segment(path, number, size, None)
             segment.keys, segment.offsets, segment.live = scan.keys, scan.offsets, scan.live
+            segment.summarized = scan.live if scan.from_summary else None
             keys_ok = not segment.keys or segment.keys[0] > last_key
             last_key = max(last_key, segment.keys[-1] if segment.keys else 0)
             torn_tail = scan.tail and not scan.skipped and i >= last_with_frames
@@ -222,16 +264,16 @@ class LogEngine(ThreadOwningEngine):
         if problems:
             recovery.damaged(
                 self.options,
-                *([self.path] if header_problem else []),
+                *([self.path] if header.problem else []),
                 *(segment.path for segment in damaged),
                 recovered=recovered,
                 lost=None if damaged else 0,  # a damaged header loses the meta, no record
                 problem="; ".join(problems),
             )
-            if header_problem:
-                write_atomically(self.path, _dump_header(meta), fsync=self.options.fsync)
             for segment in damaged:
                 self._rewrite(segment)
+        if header.problem or header.version < _VERSION:
+            write_atomically(self.path, _dump_header(header.meta), fsync=self.options.fsync)
         for segment in torn:  # a put that never returned: nothing lost
             logger.debug("wiping a frame torn at the tail of %s", segment.path)
             _wipe(segment.path, segment.end, segment.size)
@@ -246,16 +288,18 @@ class LogEngine(ThreadOwningEngine):
         last = self._segments[-1] if self._segments else None
         if last is not None and last.end < last.size - _FRAME.size:
             last.mm = _map(last.path, last.size)
+            last.summarized = None  # frames will follow
             self._writer = last
         size = sum(segment.live for segment in self._segments)
         logger.debug("opened %s: %d record(s) in %d segment(s)", self.path, size, len(paths))
-        return Stored(size=size, last_key=last_key, meta=meta)
+        return Stored(size=size, last_key=last_key, meta=header.meta)
 
-    def _open_header(self) -> tuple[dict[str, str], str | None]:
-        """Return the queue's meta and what is wrong with its header file (None if nothing).
+    def _open_header(self) -> _Header:
+        """Read the queue's header file, or write a new queue's.
 
-        A new queue's header is written here; a damaged one is written again, with the
-        meta that `open()` was given, once the damage is dealt with (see `recovery`).
+        A damaged header, or one of an older version, is written again, with the meta
+        that `open()` was given or the one it holds, once the segments are read and any
+        damage dealt with (see `recovery`): a version 1 queue becomes one of version 2.
         """
         try:
             content = self.path.read_bytes()
@@ -263,14 +307,15 @@ class LogEngine(ThreadOwningEngine):
             content = None
         if content == b"" and not self._segment_paths():
             content = None  # an empty file and no segment: a new queue (as mkstemp() leaves)
-        meta = None if content is None else _load_header(content)
-        if meta is not None:
-            return meta, None
+        loaded = None if content is None else _load_header(content)
+        if loaded is not None:
+            return _Header(*loaded, problem=None)
         meta = dict(self.options.meta)
         if content is not None:
-            return meta, f"{self.path.name}: its header is damaged (the meta is lost)"
+            problem = f"{self.path.name}: its header is damaged (the meta is lost)"
+            return _Header(meta, _VERSION, problem)
         write_atomically(self.path, _dump_header(meta), fsync=self.options.fsync)
-        return meta, None
+        return _Header(meta, _VERSION, problem=None)
 
     def _segment_paths(self) -> list[tuple[int, Path]]:
         return segment_files(self.path)
@@ -287,6 +332,7 @@ class LogEngine(ThreadOwningEngine):
         rewritten = _segment_header(segment.number, size) + frames
         write_atomically(segment.path, rewritten, fsync=self.options.fsync)
         segment.size = segment.end = size
+        segment.summarized = None
         segment.offsets = array("Q")
         offset = _FIRST_FRAME
         for _ in segment.keys:
@@ -306,6 +352,8 @@ class LogEngine(ThreadOwningEngine):
 
     def blocking_close(self) -> None:
         for segment in self._segments:
+            if segment.summarized != segment.live:
+                _write_summary(segment)
             if segment.mm is not None:
                 self._files.unmap(segment.path, segment.mm, flush=self.options.fsync)
                 segment.mm = None
@@ -666,7 +714,7 @@ def _wipe(path: Path, start: int, end: int) -> None:
 
 
 def _segment_header(number: int, size: int) -> bytes:
-    header = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, _VERSION, number, size)
+    header = _SEGMENT_HEADER.pack(SEGMENT_MAGIC, _SEGMENT_VERSION, number, size)
     return (header + _CRC.pack(zlib.crc32(header))).ljust(_FIRST_FRAME, b"\0")
 
 
@@ -676,8 +724,9 @@ def _dump_header(meta: dict[str, str]) -> bytes:
     return header + _CRC.pack(zlib.crc32(header))
 
 
-def _load_header(content: bytes) -> dict[str, str] | None:
-    """The meta in a queue's header file; None if the file is damaged."""
+def _load_header(content: bytes) -> tuple[dict[str, str], int] | None:
+    """The meta in a queue's header file and the format's version; None if the file is
+    damaged."""
     if len(content) < _HEADER.size + _CRC.size:
         return None
     magic, version, meta_size = _HEADER.unpack_from(content)
@@ -686,25 +735,97 @@ def _load_header(content: bytes) -> dict[str, str] | None:
         return None
     if _CRC.unpack_from(content, end)[0] != zlib.crc32(content[:end]):
         return None
-    if version != _VERSION:
+    if not 1 <= version <= _VERSION:
         raise ValueError(f"unsupported LogEngine format version {version}")
     meta: dict[str, str] = json.loads(content[_HEADER.size : end])
-    return meta
+    return meta, version
 
 
-def _read_segment(path: Path, number: int) -> tuple[int, _Scanned]:
-    """Return a segment's size (0: its header is damaged) and what its frames are."""
+def _read_segment(path: Path, number: int, *, summaries: bool) -> tuple[int, _Scanned]:
+    """Return a segment's size (0: its header is damaged) and what its frames are: as its
+    summary says, if it has one that still holds (`summaries`: the queue's version has
+    them), else as a check of every frame finds."""
     content = path.read_bytes()
-    header = content[: _SEGMENT_HEADER.size]
-    intact = (
-        len(content) >= _FIRST_FRAME
-        and _CRC.unpack_from(content, _SEGMENT_HEADER.size)[0] == zlib.crc32(header)
-        and _SEGMENT_HEADER.unpack(header) == (SEGMENT_MAGIC, _VERSION, number, len(content))
-    )
-    if not intact:
+    size = _segment_size(content, number, summaries=summaries)
+    if not size:
         scan = _scan(content, 0)
         return 0, scan._replace(skipped=bool(content))
-    return len(content), _scan(content, _FIRST_FRAME)
+    if size < len(content):
+        summarized = _load_summary(content, size)
+        if summarized is not None:
+            return size, summarized
+    return size, _scan(content[:size], _FIRST_FRAME)
+
+
+def _segment_size(content: bytes, number: int, *, summaries: bool) -> int:
+    """The size that a segment's header gives, or 0 if the header is damaged or the file
+    has not that many bytes (or more, with `summaries`: a summary follows them)."""
+    if len(content) < _FIRST_FRAME:
+        return 0
+    header = content[: _SEGMENT_HEADER.size]
+    if _CRC.unpack_from(content, _SEGMENT_HEADER.size)[0] != zlib.crc32(header):
+        return 0
+    magic, version, found, size = _SEGMENT_HEADER.unpack(header)
+    if (magic, version, found) != (SEGMENT_MAGIC, _SEGMENT_VERSION, number):
+        return 0
+    if size == len(content) or (summaries and _FIRST_FRAME <= size < len(content)):
+        return int(size)
+    return 0
+
+
+def _write_summary(segment: _Segment) -> None:
+    """Write a segment's summary after its `size` bytes (in the thread, at close, when
+    nothing else changes the segment). Without one, opening checks every frame."""
+    try:
+        descriptor = os.open(segment.path, os.O_RDWR)
+        try:
+            checksum = zlib.crc32(os.pread(descriptor, segment.size, 0))
+            summary = _SUMMARY.pack(
+                SUMMARY_MAGIC, len(segment.keys), segment.live, segment.end, checksum
+            )
+            summary += _little_endian(segment.keys) + _little_endian(segment.offsets)
+            summary += _CRC.pack(zlib.crc32(summary))
+            os.pwrite(descriptor, summary, segment.size)
+            os.ftruncate(descriptor, segment.size + len(summary))
+        finally:
+            os.close(descriptor)
+    except OSError as exc:  # a full disk, say: the summary only saves time
+        logger.debug("%s: no summary written: %r", segment.path, exc)
+
+
+def _load_summary(content: bytes, size: int) -> _Scanned | None:
+    """What the summary after a segment's `size` bytes says of its frames; None if it is
+    damaged or cut short, or the segment's bytes changed since it was written."""
+    summary = memoryview(content)[size:]
+    if len(summary) < _SUMMARY.size:
+        return None
+    magic, frames, live, end, checksum = _SUMMARY.unpack_from(summary)
+    offsets_start = _SUMMARY.size + 8 * frames
+    tables_end = offsets_start + 8 * frames
+    if magic != SUMMARY_MAGIC or len(summary) != tables_end + _CRC.size:
+        return None
+    if _CRC.unpack_from(summary, tables_end)[0] != zlib.crc32(summary[:tables_end]):
+        return None
+    if zlib.crc32(memoryview(content)[:size]) != checksum:
+        return None
+    keys = _from_little_endian("q", summary[_SUMMARY.size : offsets_start])
+    offsets = _from_little_endian("Q", summary[offsets_start:tables_end])
+    return _Scanned(keys, offsets, live, end, tail=False, skipped=False, from_summary=True)
+
+
+def _little_endian(numbers: array[int]) -> bytes:
+    if sys.byteorder == "big":
+        numbers = array(numbers.typecode, numbers)
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
+def _from_little_endian(typecode: str, data: memoryview) -> array[int]:
+    numbers = array(typecode)
+    numbers.frombytes(data)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return numbers
 
 
 def _scan(content: bytes, start: int) -> _Scanned:
