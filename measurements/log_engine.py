@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -151,7 +152,7 @@ async def million() -> dict[str, float]:
     frame = 20 + len(workload.framed(0)) - 4  # a frame's header, then the pickled item
 
     def sample(queue: Queue[str]) -> None:
-        disk = sum(f.stat().st_size for f in directory.glob("queue.aiodiskqueue-seg-*"))
+        disk = disk_use(queue._backend.engine.path)  # type: ignore[union-attr]
         beyond = (disk - queue.qsize() * frame) / log.DEFAULT_SEGMENT_SIZE
         worst_extra[0] = max(worst_extra[0], beyond)
 
@@ -175,6 +176,15 @@ async def million() -> dict[str, float]:
         "reopen_s": reopen,
         "read_s": read,
     }
+
+
+def disk_use(queue_path: Path) -> int:
+    """Bytes in the segment files of the queue at `queue_path`."""
+    used = 0
+    for _, segment in log.segment_files(queue_path):
+        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile, by the engine's thread
+            used += segment.stat().st_size
+    return used
 
 
 async def stall(items: int, readahead_bytes: int = 64 * 2**20) -> dict[str, float]:
