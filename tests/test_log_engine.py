@@ -316,13 +316,35 @@ async def test_a_damaged_summary_is_passed_over_without_a_warning(
     assert not warnings_of(caplog)
 
 
-async def test_a_queue_of_version_1_opens_as_before_and_becomes_one_of_version_2(
+def files_of(path: Path) -> dict[str, bytes]:
+    return {file.name: file.read_bytes() for file in [path, *segments(path)]}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_queue_opened_and_closed_unchanged_is_left_as_it_was(
+    path: Path, version: int
+) -> None:
+    await filled(path, ITEMS)
+    if version == 1:
+        as_version_1(path)
+    before = files_of(path)
+    engine = Small(path)
+    await engine.open()
+    assert len(await engine.read(0, 100)) == len(ITEMS)
+    await engine.close()
+    assert files_of(path) == before
+
+
+async def test_a_queue_of_version_1_becomes_one_of_version_2_once_changed(
     path: Path,
 ) -> None:
     await filled(path, ITEMS)
     as_version_1(path)
-    assert await reopened(path) == ITEMS
+    async with await Queue.create(path, cls_storage_engine=Small) as queue:
+        await queue.put("more")
     assert path.read_bytes()[4:8] == (2).to_bytes(4, "little")
+    assert all(segment.stat().st_size > segment_size(segment) for segment in segments(path)[:-1])
+    assert await reopened(path) == [*ITEMS, "more"]
 
 
 async def test_in_a_queue_of_version_1_bytes_after_a_segment_are_damage(

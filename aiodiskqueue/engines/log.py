@@ -156,9 +156,10 @@ class _Segment:
         self.offsets: array[int] = array("Q")
         self.live = 0  # frames not removed
         self.end = _FIRST_FRAME  # where the next frame goes
-        self.summarized: int | None = None
-        """`live` as its file's summary records it; None if it has no summary, or frames
-        may have been written since (removals only lower `live`)."""
+        self.summarized: tuple[int, int] | None = None
+        """How many frames, and how many of them live, its file's summary records; None if
+        it has none. Frames are only added, and removals only lower `live`, so the summary
+        describes the segment as long as these are its own."""
 
 
 class _Header(NamedTuple):
@@ -223,6 +224,9 @@ class LogEngine(ThreadOwningEngine):
         self._dirty: set[_Segment] = set()
         self._files = _SegmentFiles()
         self._jobs: set[asyncio.Future[Any]] = set()
+        self._version = _VERSION  # of the files, as opening found them
+        self._meta: dict[str, str] = {}
+        self._as_opened: list[tuple[int, int, int]] = []  # `_holdings()` once opened
         self.segments_made_on_the_loop = 0
         """How often the thread had no segment ready in time (see the measurements)."""
 
@@ -249,7 +253,8 @@ class LogEngine(ThreadOwningEngine):
         for i, (number, path, (size, scan)) in enumerate(scans):
             segment = _Segment(path, number, size, None)
             segment.keys, segment.offsets, segment.live = scan.keys, scan.offsets, scan.live
-            segment.summarized = scan.live if scan.from_summary else None
+            if scan.from_summary:
+                segment.summarized = (len(scan.keys), scan.live)
             keys_ok = not segment.keys or segment.keys[0] > last_key
             last_key = max(last_key, segment.keys[-1] if segment.keys else 0)
             torn_tail = scan.tail and not scan.skipped and i >= last_with_frames
@@ -272,8 +277,9 @@ class LogEngine(ThreadOwningEngine):
             )
             for segment in damaged:
                 self._rewrite(segment)
-        if header.problem or header.version < _VERSION:
+        if header.problem:
             write_atomically(self.path, _dump_header(header.meta), fsync=self.options.fsync)
+        self._version, self._meta = header.version, header.meta
         for segment in torn:  # a put that never returned: nothing lost
             logger.debug("wiping a frame torn at the tail of %s", segment.path)
             _wipe(segment.path, segment.end, segment.size)
@@ -288,18 +294,17 @@ class LogEngine(ThreadOwningEngine):
         last = self._segments[-1] if self._segments else None
         if last is not None and last.end < last.size - _FRAME.size:
             last.mm = _map(last.path, last.size)
-            last.summarized = None  # frames will follow
             self._writer = last
         size = sum(segment.live for segment in self._segments)
+        self._as_opened = self._holdings()
         logger.debug("opened %s: %d record(s) in %d segment(s)", self.path, size, len(paths))
         return Stored(size=size, last_key=last_key, meta=header.meta)
 
     def _open_header(self) -> _Header:
         """Read the queue's header file, or write a new queue's.
 
-        A damaged header, or one of an older version, is written again, with the meta
-        that `open()` was given or the one it holds, once the segments are read and any
-        damage dealt with (see `recovery`): a version 1 queue becomes one of version 2.
+        A damaged header is written again, with the meta that `open()` was given, once the
+        segments are read and the damage dealt with (see `recovery`).
         """
         try:
             content = self.path.read_bytes()
@@ -351,9 +356,9 @@ class LogEngine(ThreadOwningEngine):
         return _create_segment(path, number, size, fsync=self.options.fsync, populate=populate)
 
     def blocking_close(self) -> None:
+        if self._holdings() != self._as_opened:  # a queue only read is left as it was
+            self._write_summaries()
         for segment in self._segments:
-            if segment.summarized != segment.live:
-                _write_summary(segment)
             if segment.mm is not None:
                 self._files.unmap(segment.path, segment.mm, flush=self.options.fsync)
                 segment.mm = None
@@ -362,6 +367,23 @@ class LogEngine(ThreadOwningEngine):
             self._next.mm.close()
         self._files.close()
         self._segments, self._writer, self._next, self._reader = [], None, None, None
+
+    def _holdings(self) -> list[tuple[int, int, int]]:
+        """Each segment's number, frames and live frames: they tell whether the queue
+        changed (see `_Segment.summarized`)."""
+        return [(segment.number, len(segment.keys), segment.live) for segment in self._segments]
+
+    def _write_summaries(self) -> None:
+        """Write the summary of each segment that its summary no longer describes, if it
+        has one, after making a queue of version 1 one of version 2."""
+        if self._version < _VERSION:
+            follow = self._lock.follow if self._lock is not None else None
+            header = _dump_header(self._meta)
+            write_atomically(self.path, header, fsync=self.options.fsync, before_replace=follow)
+            self._version = _VERSION
+        for segment in self._segments:
+            if segment.summarized != (len(segment.keys), segment.live):
+                _write_summary(segment)
 
     async def close(self) -> None:
         while self._jobs:  # the last flush, whose callers wait for it, and the others
