@@ -120,7 +120,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
     return {
         file.name: file.read_bytes()
         for file in sorted(directory.iterdir())
-        if not file.name.endswith(".lock")
+        if not file.name.endswith(".aiodiskqueue-lock")
     }
 
 
