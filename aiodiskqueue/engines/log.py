@@ -39,17 +39,19 @@ Files (format version 2), for a queue at ``PATH``:
       offsets    frames times 8 bytes, little-endian: where they begin
       checksum   4 bytes, little-endian: CRC-32 of the summary's bytes above
 
-  The engine's thread writes it when the queue is closed, for each segment that changed
-  since its summary was written (or has none). It holds while the segment's bytes are
-  the ones it was written for: a frame written or removed since, or damage anywhere in the
+  The engine's thread writes them when the queue is closed, if it changed since it was
+  opened (a queue only read is left as it was): one for each segment that its summary, if
+  it has one, no longer describes. A summary holds while the segment's bytes are the ones
+  it was written for: a frame written or removed since, or damage anywhere in the
   segment, fails its ``segment`` checksum, and a summary torn by a crash or damaged fails
   its own; either way, opening checks every frame, as without one. It costs 16 bytes of
   disk per record.
 
 Version 1 (aiodiskqueue 0.3.0) had no summaries, and its header says version 1: a segment's
-file is exactly its size bytes, and any more is damage. Opening such a queue reads it so,
-then makes it one of version 2 by writing its header again (segments keep their version,
-1, as their bytes are laid out as before); an older aiodiskqueue refuses version 2.
+file is exactly its size bytes, and any more is damage. Such a queue is read so; the
+first close after a change makes it one of version 2, writing its header again before any
+summary (its segments keep their version, 1: their bytes are laid out as before). An
+older aiodiskqueue refuses version 2.
 
 A put writes its frame into the mapped segment, data first and header last, so that a
 process killed in the middle leaves a frame whose checksum fails, at the tail. A removal
