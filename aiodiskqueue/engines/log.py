@@ -64,18 +64,18 @@ them. The checksum does not cover the state byte, so that setting it costs one s
 byte that is neither value counts as damage, and its record as stored.
 
 The engine's thread does every system call: it creates the next segment under a temporary
-name, allocates it whole (`os.posix_fallocate`, so that a full disk is an `OSError` there and
-not a ``SIGBUS`` on a store into the mapping), maps it with its pages faulted in
-(``MAP_POPULATE``, during which the thread lets go of the GIL) and renames it into place before
-the writer needs it; it flushes the
-mappings for ``durability="power-loss"`` (the puts and gets made meanwhile share one flush);
-it unmaps segments that neither the writer nor the reader is in, and deletes segments whose
-every record is removed. What remains on the event loop: the first store into each page of a
-segment (a minor fault: ``MAP_POPULATE`` maps the pages for reading only; pre-faulting them
-for writing with ``MADV_POPULATE_WRITE`` would hold the GIL, and the event loop, for
-milliseconds), mapping a segment again when the reader or a removal comes back to it (one
-``mmap`` per segment), the page faults of reading it back if the system evicted its pages,
-and creating a segment itself if the thread has not prepared one in time.
+name, allocates it whole (`os.posix_fallocate`, so that a full disk is an `OSError` there
+and not a ``SIGBUS`` on a store into the mapping), maps it, faults its pages in for writing
+(``MADV_POPULATE_WRITE``, called through `ctypes`, which lets go of the GIL: `mmap.madvise`
+holds it, and the event loop with it, for milliseconds) and renames it into place before the
+writer needs it; it flushes the mappings for ``durability="power-loss"`` (the puts and gets
+made meanwhile share one flush); it unmaps segments that neither the writer nor the reader
+is in, and deletes segments whose every record is removed. What remains on the event loop:
+mapping a segment again when the reader or a removal comes back to it (one ``mmap`` per
+segment), the page faults of reading it back if the system evicted its pages, and creating a
+segment itself, and faulting its pages in one by one as it is written, if the thread has not
+prepared one in time (or on a system without ``MADV_POPULATE_WRITE``: Linux before 5.14, or
+no `ctypes`).
 
 Opening reads every segment, and checks every frame of each one without a summary that
 holds. A torn frame at the tail of the last written segment is a put that never returned:
@@ -141,10 +141,7 @@ _SEGMENT_PREFIX = f"{AUXILIARY_MARKER}seg-"
 file's name, which no queue can have."""
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
-_PREPARE_WHEN_LEFT = 8
-"""The thread prepares the next segment once the writer has less than 1/this of its
-segment left: time enough to make it (about 3,000 puts of small items), and little disk
-allocated ahead of the writer."""
+_MADV_POPULATE_WRITE = 23  # Linux 5.14; no constant in Python's mmap before 3.13
 
 
 class _Segment:
@@ -197,10 +194,10 @@ class LogEngine(ThreadOwningEngine):
     thread, and survives the process being killed once it returns. With
     ``durability="power-loss"``, it waits for the engine's thread to flush the mappings to
     the disk, one flush for every change made meanwhile. Disk use is the queue's records
-    plus at most 2 1/8 segments of `segment_size` bytes: the front of the first segment,
-    whose records were removed (a segment is deleted once all are), the end of the last,
-    not yet written, and the next, allocated ahead once the last is 7/8 full; and, once it
-    is closed, 16 bytes per record for the summaries that make opening it again quick.
+    plus at most 3 segments of `segment_size` bytes: the front of the first segment, whose
+    records were removed (a segment is deleted once all are), the end of the last, not yet
+    written, and the next, allocated ahead as soon as the writer enters the last; and, once
+    it is closed, 16 bytes per record for the summaries that make opening it again quick.
 
     Linux is its platform: elsewhere it falls back to writing zeros to allocate a segment,
     and refuses ``durability="power-loss"`` where a flush of a mapping is not a flush to the
@@ -456,8 +453,8 @@ class LogEngine(ThreadOwningEngine):
         segment = self._writer
         if segment is None or segment.end + size > segment.size:
             segment = self._next_segment(size)
-        elif segment.end > segment.size - segment.size // _PREPARE_WHEN_LEFT:
-            self._prepare()  # the next segment, before the writer needs it
+        elif self._next is None:
+            self._prepare()  # the writer is in a segment found at opening
         mm, offset = segment.mm, segment.end
         assert mm is not None
         mm[offset + _FRAME.size : offset + size] = record.data
@@ -506,10 +503,16 @@ class LogEngine(ThreadOwningEngine):
             self._retire(previous)
         elif previous is not None and previous is not self._reader:
             self._unmap(previous)
+        self._prepare()
         return segment
 
     def _prepare(self) -> None:
-        """Have the thread make the next segment ready, unless it is making one already."""
+        """Have the thread make the next segment ready, unless it is making one already.
+
+        It is asked as soon as the writer enters a segment: making one takes up to about
+        100 ms under load (allocating it, faulting its pages in, and the unmapping and
+        deleting queued in the thread ahead of it), time in which a writer at full speed
+        fills much of a segment."""
         if self._preparing or self._next is not None:
             return
         self._preparing = True
@@ -650,17 +653,36 @@ def _create_segment(path: Path, number: int, size: int, *, fsync: bool, populate
         os.pwrite(descriptor, _segment_header(number, size), 0)
         if fsync:
             os.fsync(descriptor)
-        populated = getattr(mmap, "MAP_POPULATE", 0) if populate else 0
-        mm = mmap.mmap(descriptor, size, flags=mmap.MAP_SHARED | populated)
+        mm = mmap.mmap(descriptor, size)
     except BaseException:
         os.close(descriptor)
         temporary.unlink()
         raise
     os.close(descriptor)
+    if populate:
+        _populate_for_writing(mm)
     os.replace(temporary, path)
     if fsync:
         fsync_directory(path.parent)
     return _Segment(path, number, size, mm)
+
+
+def _populate_for_writing(mm: mmap.mmap) -> None:
+    """Fault the pages of a new mapping in for writing, so that the event loop's stores into
+    it fault no more: ``MADV_POPULATE_WRITE`` (Linux 5.14), through `ctypes`, which lets go of
+    the GIL while the kernel works. Where that fails, the pages fault on the loop instead."""
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (ImportError, OSError, AttributeError):
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    pages = (ctypes.c_char * len(mm)).from_buffer(mm)
+    try:
+        madvise(ctypes.addressof(pages), len(mm), _MADV_POPULATE_WRITE)
+    finally:
+        del pages  # lets go of the mapping's buffer, which must be free to close it
 
 
 def _allocate(descriptor: int, size: int) -> None:
