@@ -14,7 +14,15 @@ from collections.abc import Awaitable, Callable, Generator
 from contextlib import suppress
 from typing import Any, TypeVar
 
-__all__ = ["Completion", "Tasks", "Turns", "Waiters", "cancel_again", "cancel_at_next_await"]
+__all__ = [
+    "HAND_OVER",
+    "Completion",
+    "Tasks",
+    "Turns",
+    "Waiters",
+    "cancel_again",
+    "cancel_at_next_await",
+]
 
 R = TypeVar("R")
 
@@ -69,8 +77,14 @@ class Waiters:
                 waiter.set_exception(exc)
 
 
+HAND_OVER = 20e-6
+"""How long, in seconds, the event loop lets go of the GIL at a turn for a thread that
+waits for it (see `Turns`): long enough for the thread to wake and take it."""
+
+
 class Turns:
-    """Shares the event loop among tasks whose calls complete without waiting.
+    """Shares the event loop among tasks whose calls complete without waiting, and the GIL
+    with a thread that works for them.
 
     A queue whose engine commits in place stores a put or a get without yielding to the
     event loop, so a task putting in a tight loop would keep every other task from running.
@@ -79,13 +93,24 @@ class Turns:
     the first call that yielded, for every task: however many tasks are busy, the loop runs
     its other callbacks about every `after` seconds (and `CHECK_EVERY` calls per busy task).
     The clock is read once every `CHECK_EVERY` calls.
+
+    A busy loop starves a thread too: CPython hands the GIL to a waiting thread only after
+    the switch interval (5 ms), and hardly ever while the loop keeps letting go of it and
+    taking it back at once, as it does at each ``select``. So once a round, while
+    `thread_waits()` says that a thread has work, the loop sleeps for `HAND_OVER` seconds.
     """
 
     CHECK_EVERY = 16
 
-    def __init__(self, after: float, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        after: float,
+        clock: Callable[[], float] = time.perf_counter,
+        thread_waits: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.after = after
         self._clock = clock
+        self._thread_waits = thread_waits
         self._calls = 0
         self._round = 0  # how often the loop came round to a yielded call
         self._turned = clock()  # when it last did
@@ -101,6 +126,8 @@ class Turns:
         await asyncio.sleep(0)
         if self._round == round_:  # the first call back since the loop came round
             self._round += 1
+            if self._thread_waits():
+                time.sleep(HAND_OVER)  # noqa: ASYNC251 (the point: the GIL, briefly)
             self._turned = self._clock()
 
 

@@ -476,3 +476,21 @@ async def test_the_thread_allocates_one_segment_ahead_as_soon_as_the_writer_ente
         assert len(segments(path)) == 3
         # The first, which a new queue makes when its first put needs it; no other.
         assert queue._backend.engine.segments_made_on_the_loop == 1  # type: ignore[union-attr]
+
+
+async def test_the_thread_keeps_up_with_a_task_that_keeps_the_loop_busy(path: Path) -> None:
+    """Segments are made ready and deleted while one task puts and gets without pause: the
+    loop lets go of the GIL for the thread at its turns (see `Turns`). Starved, the thread
+    fell behind by 16 to 19 segments here, each of them still on the disk."""
+    most = 0
+    engine = functools.partial(LogEngine, segment_size=64 * SEGMENT)
+    async with await Queue.create(path, cls_storage_engine=engine) as queue:
+        for n in range(40_000):  # about 45 segments through
+            await queue.put("x" * 200)
+            if n >= 100:
+                await queue.get()
+            if n % 100 == 0:
+                most = max(most, len(segments(path)))
+        await settled(queue)
+        assert not queue._backend.engine.works_in_background()  # type: ignore[union-attr]
+    assert most <= 6  # 3 at most when the thread is on time

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
-from aiodiskqueue.waiting import Turns
+import pytest
+
+from aiodiskqueue.waiting import HAND_OVER, Turns
 
 CALL = 0.01  # the fake time each call takes
 
@@ -47,3 +50,39 @@ async def test_a_busy_task_lets_the_loop_run_others_once_it_held_it_for_the_time
 async def test_five_busy_tasks_hold_the_loop_about_as_long_as_one() -> None:
     gaps = await gaps_between_turns_of_the_loop(busy_tasks=5, calls=1000)
     assert max(gaps) <= 1.0 + 5 * Turns.CHECK_EVERY * CALL  # not five times 1.0
+
+
+async def turns_taken_by_a_busy_task(
+    thread_waits: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, list[float]]:
+    """Run a busy task for 10 fake seconds beside a thread that waits (or not); return how
+    often the loop came round and the naps it took."""
+    now = [0.0]
+    naps: list[float] = []
+    monkeypatch.setattr(time, "sleep", naps.append)
+    turns = Turns(after=1.0, clock=lambda: now[0], thread_waits=lambda: thread_waits)
+    for _ in range(1000):
+        now[0] += CALL
+        if turns.due():
+            await turns.take()
+            await turns.take()  # a second call in the same round of the loop
+    return turns._round, naps
+
+
+async def test_a_busy_task_lets_go_of_the_gil_once_a_turn_while_a_thread_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPython hands the GIL to a waiting thread only after the switch interval, and hardly
+    ever while the loop keeps letting go of it and taking it back at once (at each select):
+    the engine's thread would fall behind for as long as the loop is busy."""
+    rounds, naps = await turns_taken_by_a_busy_task(True, monkeypatch)
+    assert rounds >= 9
+    assert naps == [HAND_OVER] * rounds
+
+
+async def test_a_busy_task_does_not_nap_while_no_thread_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rounds, naps = await turns_taken_by_a_busy_task(False, monkeypatch)
+    assert rounds >= 9
+    assert naps == []

@@ -81,7 +81,8 @@ class LocalBackend(Generic[T]):
             readahead_bytes = min(readahead_bytes, IN_PLACE_WINDOW)
         self._window = Window(readahead, readahead_bytes)
         # Puts and gets take turns apart, so that busy producers leave a consumer its share.
-        self._put_turns, self._get_turns = Turns(YIELD_AFTER), Turns(YIELD_AFTER)
+        self._put_turns = Turns(YIELD_AFTER, thread_waits=engine.works_in_background)
+        self._get_turns = Turns(YIELD_AFTER, thread_waits=engine.works_in_background)
         # Stored items that read-ahead must pass over: delivered but not yet removed
         # (at-least-once), or given back to the head of the window under a new key.
         self._held: set[int] = set()

@@ -415,6 +415,9 @@ class LogEngine(ThreadOwningEngine):
         self._unmap_idle()
         return records
 
+    def works_in_background(self) -> bool:
+        return bool(self._jobs)
+
     # Committing (on the loop)
 
     async def commit(self, appends: Sequence[Record], removals: Sequence[int]) -> None:
