@@ -141,6 +141,12 @@ _SEGMENT_PREFIX = f"{AUXILIARY_MARKER}seg-"
 file's name, which no queue can have."""
 
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
+_PREPARE_WHEN_LEFT = 8
+"""The thread prepares the next segment once the writer has less than 1/this of its
+segment left: about 3,500 puts of 256-character items, time enough for it (allocating a segment
+and faulting its pages in take a few milliseconds, the loop letting go of the GIL for the
+thread at its turns), and little disk allocated ahead of the writer. Where it is late, the
+writer makes the segment itself, on the loop."""
 _MADV_POPULATE_WRITE = 23  # Linux 5.14; no constant in Python's mmap before 3.13
 
 
@@ -194,10 +200,10 @@ class LogEngine(ThreadOwningEngine):
     thread, and survives the process being killed once it returns. With
     ``durability="power-loss"``, it waits for the engine's thread to flush the mappings to
     the disk, one flush for every change made meanwhile. Disk use is the queue's records
-    plus at most 3 segments of `segment_size` bytes: the front of the first segment, whose
-    records were removed (a segment is deleted once all are), the end of the last, not yet
-    written, and the next, allocated ahead as soon as the writer enters the last; and, once
-    it is closed, 16 bytes per record for the summaries that make opening it again quick.
+    plus at most 2 1/8 segments of `segment_size` bytes: the front of the first segment,
+    whose records were removed (a segment is deleted once all are), the end of the last,
+    not yet written, and the next, allocated ahead once the last is 7/8 full; and, once it
+    is closed, 16 bytes per record for the summaries that make opening it again quick.
 
     Linux is its platform: elsewhere it falls back to writing zeros to allocate a segment,
     and refuses ``durability="power-loss"`` where a flush of a mapping is not a flush to the
@@ -456,8 +462,8 @@ class LogEngine(ThreadOwningEngine):
         segment = self._writer
         if segment is None or segment.end + size > segment.size:
             segment = self._next_segment(size)
-        elif self._next is None:
-            self._prepare()  # the writer is in a segment found at opening
+        elif segment.end > segment.size - segment.size // _PREPARE_WHEN_LEFT:
+            self._prepare()  # the next segment, before the writer needs it
         mm, offset = segment.mm, segment.end
         assert mm is not None
         mm[offset + _FRAME.size : offset + size] = record.data
@@ -506,16 +512,10 @@ class LogEngine(ThreadOwningEngine):
             self._retire(previous)
         elif previous is not None and previous is not self._reader:
             self._unmap(previous)
-        self._prepare()
         return segment
 
     def _prepare(self) -> None:
-        """Have the thread make the next segment ready, unless it is making one already.
-
-        It is asked as soon as the writer enters a segment: making one takes up to about
-        100 ms under load (allocating it, faulting its pages in, and the unmapping and
-        deleting queued in the thread ahead of it), time in which a writer at full speed
-        fills much of a segment."""
+        """Have the thread make the next segment ready, unless it is making one already."""
         if self._preparing or self._next is not None:
             return
         self._preparing = True
