@@ -12,9 +12,9 @@ delivery modes:
 - at-least-once: every item whose `put()` returned comes out, none is lost, and an item
   comes out again only if it was never marked done.
 
-Set AIODISKQUEUE_KILL_ROUNDS for a longer soak, or a shorter run (default 10 rounds per
-engine and mode; LogEngine's soak ran 30);
-each test prints its figures (run pytest with -s to see them).
+Each engine gets 10 kills per delivery mode, and LogEngine 30 (issue 12 asks that much of
+it). Set AIODISKQUEUE_KILL_ROUNDS for a longer soak, or a shorter run: every engine then
+gets that many. Each test prints its figures (run pytest with -s to see them).
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ from aiodiskqueue import Queue
 
 from .conftest import ENGINES, FILE_ENGINES
 
-ROUNDS = int(os.environ.get("AIODISKQUEUE_KILL_ROUNDS", "10"))
+ROUNDS = os.environ.get("AIODISKQUEUE_KILL_ROUNDS")
 
 
 def rounds(engine: str) -> int:
-    """How many kills `engine` gets per delivery mode (the same for every engine)."""
-    return ROUNDS
+    """How many kills `engine` gets per delivery mode."""
+    if ROUNDS is not None:
+        return int(ROUNDS)
+    return 30 if engine == "LogEngine" else 10
 
 
 WORKER = Path(__file__).with_name("crash_worker.py")
