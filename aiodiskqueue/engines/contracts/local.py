@@ -135,7 +135,8 @@ class StorageEngine(abc.ABC):
     memory-mapped file, say) sets `commits_in_place` and implements `commit_now` and
     `read_now`: the queue then stores each put and get at once, on the event loop, with no
     batch and no thread round trip, never calls `commit()`, and reads ahead as items are
-    taken, keeping few of them in memory.
+    taken, keeping few of them in memory. If it has a thread that works meanwhile, it says
+    so with `works_in_background`.
     """
 
     commits_in_place = False
