@@ -204,6 +204,10 @@ class LogEngine(ThreadOwningEngine):
     whose records were removed (a segment is deleted once all are), the end of the last,
     not yet written, and the next, allocated ahead once the last is 7/8 full; and, once it
     is closed, 16 bytes per record for the summaries that make opening it again quick.
+    That bound holds while the engine's thread keeps up: the queue lets go of the GIL for
+    it each time it yields to a busy event loop, but code of yours that holds the loop for
+    long without calling the queue holds the thread up too, and segments then wait to be
+    deleted (and the next is made on the loop) until it lets go.
 
     Linux is its platform: elsewhere it falls back to writing zeros to allocate a segment,
     and refuses ``durability="power-loss"`` where a flush of a mapping is not a flush to the
