@@ -143,10 +143,10 @@ file's name, which no queue can have."""
 DEFAULT_SEGMENT_SIZE = 8 * 2**20
 _PREPARE_WHEN_LEFT = 8
 """The thread prepares the next segment once the writer has less than 1/this of its
-segment left: about 3,500 puts of 256-character items, time enough for it (allocating a segment
-and faulting its pages in take a few milliseconds, the loop letting go of the GIL for the
-thread at its turns), and little disk allocated ahead of the writer. Where it is late, the
-writer makes the segment itself, on the loop."""
+segment left: about 3,500 puts of 256-character items, time enough for it (allocating a
+segment and faulting its pages in take a few milliseconds, the loop letting go of the GIL
+for the thread at its turns), and little disk allocated ahead of the writer. Where it is
+late, the writer makes the segment itself, on the loop."""
 _MADV_POPULATE_WRITE = 23  # Linux 5.14; no constant in Python's mmap before 3.13
 
 
@@ -678,18 +678,30 @@ def _populate_for_writing(mm: mmap.mmap) -> None:
     """Fault the pages of a new mapping in for writing, so that the event loop's stores into
     it fault no more: ``MADV_POPULATE_WRITE`` (Linux 5.14), through `ctypes`, which lets go of
     the GIL while the kernel works. Where that fails, the pages fault on the loop instead."""
-    try:
-        import ctypes
-
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (ImportError, OSError, AttributeError):
+    madvise = _madvise()
+    if madvise is None:
         return
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    import ctypes  # imported already, by _madvise()
+
     pages = (ctypes.c_char * len(mm)).from_buffer(mm)
     try:
         madvise(ctypes.addressof(pages), len(mm), _MADV_POPULATE_WRITE)
     finally:
         del pages  # lets go of the mapping's buffer, which must be free to close it
+
+
+@functools.cache
+def _madvise() -> Callable[[int, int, int], int] | None:
+    """The C library's ``madvise``, looked up once; None where `ctypes` cannot reach it."""
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (ImportError, OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    return madvise
 
 
 def _allocate(descriptor: int, size: int) -> None:

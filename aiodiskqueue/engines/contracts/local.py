@@ -181,7 +181,7 @@ class StorageEngine(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not read in place")
 
     def works_in_background(self) -> bool:
-        """True while a thread of the engine's own has work that no caller waits for.
+        """True while a thread of the engine's own has work in hand.
 
         Only for an engine that sets `commits_in_place` (making its next file ready, say):
         while puts and gets keep the event loop busy, the queue then lets go of the GIL for
